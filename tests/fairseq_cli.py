@@ -1,0 +1,62 @@
+"""Helpers to run the real fairseq command-line tools on tiny data made by the tests."""
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Sequence
+
+from fairseq_eb.cli import user_dir
+
+USER_DIR = user_dir()
+
+# A tiny transformer that trains in well under a second per update on a CPU.
+TINY_MODEL: List[str] = [
+    "--arch", "transformer",
+    "--encoder-layers", "1", "--decoder-layers", "1",
+    "--encoder-embed-dim", "32", "--decoder-embed-dim", "32",
+    "--encoder-ffn-embed-dim", "64", "--decoder-ffn-embed-dim", "64",
+    "--encoder-attention-heads", "2", "--decoder-attention-heads", "2",
+    "--share-all-embeddings",
+]
+TRAIN_COMMON: List[str] = [
+    "--optimizer", "adam", "--lr", "1e-3", "--max-tokens", "500",
+    "--cpu", "--log-interval", "1", "--log-format", "simple", "--no-progress-bar",
+    "--num-workers", "0", "--seed", "3", "--no-epoch-checkpoints",
+]
+
+
+def run_fairseq(tool: str, args: Sequence[str], cwd=None, check: bool = True, env=None) -> subprocess.CompletedProcess:
+    """Run ``fairseq-<tool>`` as a subprocess (same interpreter) and return its completed process."""
+    module = {"preprocess": "fairseq_cli.preprocess", "train": "fairseq_cli.train",
+              "generate": "fairseq_cli.generate", "interactive": "fairseq_cli.interactive"}[tool]
+    cmd = [sys.executable, "-m", module, *map(str, args)]
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    if env:
+        full_env.update(env)
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
+                          input="" if tool != "interactive" else None)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fairseq-{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def make_toy_corpus(directory: Path, n_train: int = 400, seed: int = 0) -> Path:
+    """Write a toy src->tgt corpus (target = first four source words reversed) and binarise it."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(30)]
+    raw = directory / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("valid", 40), ("test", 20)):
+        with open(raw / f"{split}.src", "w") as fs, open(raw / f"{split}.tgt", "w") as ft:
+            for _ in range(n):
+                words = [rng.choice(vocab) for _ in range(rng.randint(3, 10))]
+                fs.write(" ".join(words) + "\n")
+                ft.write(" ".join(words[:4][::-1]) + "\n")
+    binary = directory / "bin"
+    run_fairseq("preprocess", [
+        "--source-lang", "src", "--target-lang", "tgt",
+        "--trainpref", raw / "train", "--validpref", raw / "valid", "--testpref", raw / "test",
+        "--destdir", binary, "--joined-dictionary", "--workers", "1",
+    ])
+    return binary
