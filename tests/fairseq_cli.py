@@ -60,3 +60,43 @@ def make_toy_corpus(directory: Path, n_train: int = 400, seed: int = 0) -> Path:
         "--destdir", binary, "--joined-dictionary", "--workers", "1",
     ])
     return binary
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_data_parallel_train(args: Sequence[str], world_size: int = 2, python_prelude: str = "",
+                            timeout: int = 600) -> List[subprocess.CompletedProcess]:
+    """Run ``fairseq-train`` data-parallel on CPU: one process per rank, gloo, ``legacy_ddp`` (SPEC §5).
+
+    ``python_prelude`` is Python code run in each rank's process before fairseq's ``cli_main`` (e.g. to
+    record what the rank saw); the environment variable ``EB_RANK`` holds the rank.
+    """
+    port = free_port()
+    procs = []
+    for rank in range(world_size):
+        dist = ["--distributed-world-size", str(world_size), "--distributed-rank", str(rank),
+                "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
+                "--device-id", "0", "--distributed-backend", "gloo"]
+        code = f"{python_prelude}\nfrom fairseq_cli.train import cli_main\ncli_main()\n"
+        cmd = [sys.executable, "-c", code, *map(str, args), *dist]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", EB_RANK=str(rank))
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for rank, p in enumerate(procs):
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise AssertionError(f"data-parallel rank {rank} timed out after {timeout}s")
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    for rank, r in enumerate(results):
+        if r.returncode != 0:
+            raise AssertionError(f"rank {rank} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-6000:]}")
+    return results
