@@ -1,0 +1,159 @@
+"""Build the offline default dataset: Debian package long descriptions -> their one-line synopsis.
+
+``python -m fairseq_eb.prep.debian --out DIR`` downloads ``Translation-en`` of Debian ``main`` with
+apt's ordinary client into ``DIR/apt`` (a private sources list and lists directory, so the system's
+apt state is untouched), decompresses it to ``DIR/Translation-en`` and writes
+``DIR/raw/{train,valid,test}.{src,tgt}`` plus ``DIR/manifest.json``. Finished steps are skipped.
+"""
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+from fairseq_eb.prep.common import (PrepError, log, raw_is_complete, read_json, run_main,
+                                    sha256_file, write_json, write_raw)
+from fairseq_eb.prep.debian_parse import Limits, build_splits, parse_translation
+
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+APT_HELPER = "/usr/lib/apt/apt-helper"
+TSV_HINT = ("To use your own data instead, write a TSV file per split (title<TAB>text) and run\n"
+            "  python -m fairseq_eb.prep.tsv --train T --valid V --test S --format reference --out DIR\n"
+            "(scripts/prepare_tsv.sh does the same).")
+
+
+def check_apt(keyring: str) -> None:
+    """Fail early, and say why, where apt cannot be used (not Debian/Ubuntu, not root, no keyring)."""
+    if shutil.which("apt-get") is None or not os.path.exists(APT_HELPER):
+        raise PrepError("apt-get / apt-helper not found: the Debian dataset is fetched with apt's own "
+                        "client, which needs a Debian or Ubuntu system.\n" + TSV_HINT)
+    if os.geteuid() != 0:
+        raise PrepError("apt-get update must run as root (it drops privileges to the _apt user to "
+                        "download); run this preparer as root, e.g. with sudo, or a root container.\n"
+                        + TSV_HINT)
+    if not os.path.exists(keyring):
+        raise PrepError(f"Debian archive keyring {keyring} not found (apt-get install "
+                        "debian-archive-keyring), or pass --keyring FILE.\n" + TSV_HINT)
+
+
+def apt_download(apt_dir: Path, dist: str, mirror: str, keyring: str) -> Path:
+    """Run ``apt-get update`` for ``dist``/main, English translations only, into ``apt_dir``.
+
+    Returns the (possibly compressed) ``Translation-en`` file that apt stored. Package indices are
+    switched off, so only InRelease (signature-checked against ``keyring``) and the
+    translations are fetched (~6 MB).
+    """
+    lists, parts, cache = apt_dir / "lists", apt_dir / "sources.list.d", apt_dir / "cache"
+    for d in (lists / "partial", parts, cache / "archives" / "partial"):
+        d.mkdir(parents=True, exist_ok=True)
+    sources = apt_dir / "sources.list"
+    sources.write_text(f"deb [signed-by={keyring}] {mirror} {dist} main\n")
+    cmd = ["apt-get", "update",
+           "-o", f"Dir::Etc::SourceList={sources}", "-o", f"Dir::Etc::SourceParts={parts}",
+           "-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={cache}",
+           "-o", "Acquire::Languages=en", "-o", "Acquire::IndexTargets::deb::Packages::DefaultEnabled=false",
+           "-o", "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false",
+           "-o", "APT::Get::List-Cleanup=false"]
+    log(f"apt-get update for {mirror} {dist} main (Translation-en) into {apt_dir}")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise PrepError(f"apt-get update failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}"
+                        f"{proc.stderr[-2000:]}\nCheck network access to {mirror} (or pass --mirror URL).\n"
+                        + TSV_HINT)
+    found = [p for p in glob.glob(str(lists / f"*_dists_{dist}_main_i18n_Translation-en*"))
+             if not p.endswith((".diff", ".ed"))]
+    if not found:
+        raise PrepError(f"apt-get update succeeded but stored no Translation-en for {dist}/main in "
+                        f"{lists}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return Path(sorted(found)[0])
+
+
+def release_date(apt_dir: Path, dist: str) -> Optional[str]:
+    """The ``Date:`` of the signed Release file, which identifies the archive state used."""
+    for path in glob.glob(str(apt_dir / "lists" / f"*_dists_{dist}_InRelease")):
+        m = re.search(r"^Date: (.+)$", Path(path).read_text(errors="replace"), re.M)
+        if m:
+            return m.group(1).strip()
+    return None
+
+
+def fetch_translation(out: Path, dist: str, mirror: str, keyring: str, refresh: bool) -> Path:
+    """Step 1: ``DIR/Translation-en`` (plain text), downloaded once and then reused."""
+    target = out / "Translation-en"
+    if target.exists() and target.stat().st_size > 0 and not refresh:
+        log(f"using the downloaded {target} (--refresh to download again)")
+        return target
+    check_apt(keyring)
+    stored = apt_download(out / "apt", dist, mirror, keyring)
+    log(f"decompressing {stored.name}")
+    tmp = target.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        proc = subprocess.run([APT_HELPER, "cat-file", str(stored)], stdout=f, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise PrepError(f"apt-helper cat-file {stored} failed: {proc.stderr.decode(errors='replace')}")
+    os.replace(tmp, target)
+    return target
+
+
+def prepare(out: Path, dist: str = "bookworm", mirror: str = DEFAULT_MIRROR, keyring: str = DEFAULT_KEYRING,
+            limits: Limits = Limits(), valid_permille: int = 50, test_permille: int = 50,
+            refresh: bool = False) -> dict:
+    """Fetch (once) and build ``out/raw`` + ``out/manifest.json``; return the manifest."""
+    start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    source = fetch_translation(out, dist, mirror, keyring, refresh)
+    digest = sha256_file(source)
+    parameters = {"dist": dist, "component": "main", "limits": limits._asdict(),
+                  "valid_permille": valid_permille, "test_permille": test_permille}
+    manifest_path = out / "manifest.json"
+    expect = {"input_sha256": digest, "parameters": parameters}
+    manifest = read_json(manifest_path)
+    if raw_is_complete(out, manifest, expect):
+        log(f"{out}/raw is up to date ({manifest['counts']}); nothing to do")
+        return manifest
+    log(f"parsing {source} (sha256 {digest[:12]}...)")
+    entries = parse_translation(source.read_text(encoding="utf-8", errors="replace"))
+    splits, stats = build_splits(entries, limits, valid_permille, test_permille)
+    log(f"{stats['entries']} packages -> {stats['kept']} pairs; dropped: "
+        + ", ".join(f"{k} {v}" for k, v in stats.items() if k not in ("entries", "kept")))
+    counts = write_raw(out, splits)
+    manifest = {"dataset": "debian-descriptions", "input": str(source), "input_sha256": digest,
+                "mirror": mirror, "release_date": release_date(out / "apt", dist),
+                "parameters": parameters, "counts": counts, "stats": stats,
+                "src": "long description (paragraphs joined)", "tgt": "synopsis",
+                "seconds": round(time.time() - start, 1)}
+    write_json(manifest_path, manifest)
+    log(f"wrote {out}/raw: train {counts['train']}, valid {counts['valid']}, test {counts['test']}")
+    return manifest
+
+
+def main(argv=None) -> None:
+    d = Limits()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
+    parser.add_argument("--dist", default="bookworm", help="Debian release (default: %(default)s)")
+    parser.add_argument("--mirror", default=DEFAULT_MIRROR, help="Debian mirror URL (default: %(default)s)")
+    parser.add_argument("--keyring", default=DEFAULT_KEYRING, help="keyring that signs the release")
+    parser.add_argument("--min-src-words", type=int, default=d.min_src_words)
+    parser.add_argument("--max-src-words", type=int, default=d.max_src_words)
+    parser.add_argument("--min-tgt-words", type=int, default=d.min_tgt_words)
+    parser.add_argument("--max-tgt-words", type=int, default=d.max_tgt_words)
+    parser.add_argument("--max-per-group", type=int, default=d.max_per_group,
+                        help="most examples kept per sibling group (default: %(default)s)")
+    parser.add_argument("--valid-permille", type=int, default=50)
+    parser.add_argument("--test-permille", type=int, default=50)
+    parser.add_argument("--refresh", action="store_true", help="download Translation-en again")
+    args = parser.parse_args(argv)
+    limits = Limits(args.min_src_words, args.max_src_words, args.min_tgt_words, args.max_tgt_words,
+                    args.max_per_group)
+    run_main(lambda: prepare(args.out, args.dist, args.mirror, args.keyring, limits,
+                             args.valid_permille, args.test_permille, args.refresh))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Prepare a title-generation corpus (CSL, LCSTS, your own) from TSV files into ``DIR/raw``.
+
+Formats: ``reference`` = ``title<TAB>content`` per line (the reference code's LCSTS/CSL layout);
+``csl`` = the CSL benchmark's ``to title<TAB>abstract<TAB>title``. The source is the content /
+abstract, the target the title. Without a validation file, ``--valid-from-train N`` holds out N
+training examples chosen by a seeded shuffle (the public CSL sample ships only dev and test).
+"""
+import argparse
+import random
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from fairseq_eb.prep.common import (Pair, PrepError, log, one_line, raw_is_complete, read_json,
+                                    require_files, run_main, sha256_file, write_json, write_raw)
+
+FORMATS = {"reference": 2, "csl": 3}
+
+
+def parse_line(line: str, fmt: str) -> Optional[Pair]:
+    """One TSV line -> (source, target), ``None`` for a blank line; ``ValueError`` on a bad layout."""
+    line = line.rstrip("\r\n")
+    if not line.strip():
+        return None
+    fields = line.split("\t")
+    if len(fields) != FORMATS[fmt]:
+        other = [f for f, n in FORMATS.items() if n == len(fields)]
+        hint = f" (looks like --format {other[0]})" if other else ""
+        raise ValueError(f"expected {FORMATS[fmt]} tab-separated fields for --format {fmt}, "
+                         f"found {len(fields)}{hint}")
+    if fmt == "reference":
+        title, content = fields
+    else:
+        _, content, title = fields
+    return one_line(content), one_line(title)
+
+
+def read_tsv(path: str, fmt: str) -> List[Pair]:
+    """All pairs of a file; examples with an empty source or target are skipped (and counted)."""
+    pairs: List[Pair] = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            try:
+                pair = parse_line(line, fmt)
+            except ValueError as e:
+                raise PrepError(f"{path}:{number}: {e}") from None
+            if pair is not None and pair[0] and pair[1]:
+                pairs.append(pair)
+    if not pairs:
+        raise PrepError(f"{path}: no examples found")
+    return pairs
+
+
+def hold_out(pairs: List[Pair], n: int, seed: int) -> Dict[str, List[Pair]]:
+    """Move ``n`` examples (seeded choice, original order kept) from training to validation."""
+    if not 0 < n < len(pairs):
+        raise PrepError(f"--valid-from-train {n} must be between 1 and {len(pairs) - 1} (train has {len(pairs)})")
+    chosen = set(random.Random(seed).sample(range(len(pairs)), n))
+    return {"train": [p for i, p in enumerate(pairs) if i not in chosen],
+            "valid": [p for i, p in enumerate(pairs) if i in chosen]}
+
+
+def prepare(out: Path, train: str, test: str, fmt: str, valid: Optional[str] = None,
+            valid_from_train: int = 0, seed: int = 0) -> dict:
+    """Build ``out/raw`` + ``out/manifest.json`` (skipped when inputs and options are unchanged)."""
+    if fmt not in FORMATS:
+        raise PrepError(f"unknown --format {fmt!r}; choose one of {sorted(FORMATS)}")
+    if (valid is None) == (not valid_from_train):
+        raise PrepError("give exactly one of --valid FILE or --valid-from-train N")
+    require_files([train, valid, test])
+    inputs = {name: {"path": str(Path(p).resolve()), "sha256": sha256_file(Path(p))}
+              for name, p in (("train", train), ("valid", valid), ("test", test)) if p is not None}
+    parameters = {"format": fmt, "valid_from_train": valid_from_train, "seed": seed}
+    expect = {"inputs": inputs, "parameters": parameters}
+    manifest_path = out / "manifest.json"
+    manifest = read_json(manifest_path)
+    if raw_is_complete(out, manifest, expect):
+        log(f"{out}/raw is up to date ({manifest['counts']}); nothing to do")
+        return manifest
+    start = time.time()
+    splits = {"train": read_tsv(train, fmt), "test": read_tsv(test, fmt)}
+    if valid is not None:
+        splits["valid"] = read_tsv(valid, fmt)
+    else:
+        splits.update(hold_out(splits["train"], valid_from_train, seed))
+    out.mkdir(parents=True, exist_ok=True)
+    counts = write_raw(out, splits)
+    manifest = {"dataset": f"tsv-{fmt}", "inputs": inputs, "parameters": parameters, "counts": counts,
+                "src": "content / abstract", "tgt": "title", "seconds": round(time.time() - start, 1)}
+    write_json(manifest_path, manifest)
+    log(f"wrote {out}/raw: train {counts['train']}, valid {counts['valid']}, test {counts['test']}")
+    return manifest
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", required=True, help="training TSV")
+    parser.add_argument("--valid", help="validation TSV (or use --valid-from-train)")
+    parser.add_argument("--test", required=True, help="test TSV")
+    parser.add_argument("--format", required=True, choices=sorted(FORMATS),
+                        help="reference: title<TAB>content; csl: to title<TAB>abstract<TAB>title")
+    parser.add_argument("--valid-from-train", type=int, default=0, metavar="N",
+                        help="hold out N training examples as validation set")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --valid-from-train")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    args = parser.parse_args(argv)
+    run_main(lambda: prepare(args.out, args.train, args.test, args.format, args.valid,
+                             args.valid_from_train, args.seed))
+
+
+if __name__ == "__main__":
+    main()
