@@ -1,0 +1,75 @@
+"""Read ``fairseq-generate`` output into aligned hypothesis / reference strings.
+
+Which lines: the hypothesis of sentence ``i`` is its first ``D-i`` line when present, else its
+first ``H-i`` line (the best of ``--nbest``). ``D`` is ``H`` passed through fairseq's
+``--tokenizer``/``--bpe`` decoder, the same decoding fairseq applies to ``T``, so ``D``/``T``
+are a matched pair whatever flags were used (without those flags ``D`` equals ``H``).
+The reference is ``T-i``. Sentences are returned sorted by id, i.e. in test-set order.
+
+SentencePiece pieces are detected per column over the whole file (any ``▁``): such a column
+is decoded with ``spm_model`` if given, else by the SentencePiece rule (concatenate pieces,
+``▁`` -> space). A column without ``▁`` is already text and left as it is. fairseq's unknown
+token (``<unk>``, ``<<unk>>`` in ``T`` lines) becomes SentencePiece's ``⁇``.
+"""
+import re
+from typing import Dict, List, Optional, Tuple
+
+_LINE = re.compile(r"^([HDT])-(\d+)\t(.*)$")
+_UNK = {"<unk>", "<<unk>>"}
+WORD_BOUNDARY = "\u2581"
+
+
+def _parse(path: str) -> Tuple[Dict[int, str], Dict[int, str]]:
+    hyp_h: Dict[int, str] = {}
+    hyp_d: Dict[int, str] = {}
+    refs: Dict[int, str] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = _LINE.match(line.rstrip("\r\n"))
+            if not m:
+                continue  # logging, S-/P- lines, the final BLEU line
+            kind, idx, rest = m.group(1), int(m.group(2)), m.group(3)
+            if kind == "T":
+                refs.setdefault(idx, rest)
+            else:  # "score<TAB>text"; the text may be empty (and its tab stripped by an editor)
+                text = rest.split("\t", 1)[1] if "\t" in rest else ""
+                (hyp_d if kind == "D" else hyp_h).setdefault(idx, text)
+    hyps = dict(hyp_h)
+    hyps.update(hyp_d)
+    return hyps, refs
+
+
+def _decoder(texts: List[str], spm_model: Optional[str]):
+    if not any(WORD_BOUNDARY in t for t in texts):
+        return lambda text: text
+    if spm_model is not None:
+        import sentencepiece as spm
+
+        sp = spm.SentencePieceProcessor(model_file=spm_model)
+        return lambda text: sp.decode_pieces(["<unk>" if p in _UNK else p for p in text.split()])
+    return lambda text: "".join("\u2047" if p in _UNK else p for p in text.split()).replace(WORD_BOUNDARY, " ").strip()
+
+
+def _decode_all(column: Dict[int, str], spm_model: Optional[str]) -> Dict[int, str]:
+    decode = _decoder(list(column.values()), spm_model)
+    return {i: decode(t) for i, t in column.items()}
+
+
+def read_generate_hypotheses(path: str, spm_model: Optional[str] = None) -> Dict[int, str]:
+    """Decoded hypotheses by sentence id (for scoring against a reference file of one's own)."""
+    hyps, _ = _parse(path)
+    if not hyps:
+        raise ValueError(f"{path}: no H-/D- lines; is this fairseq-generate output?")
+    return _decode_all(hyps, spm_model)
+
+
+def read_generate_output(path: str, spm_model: Optional[str] = None) -> Tuple[List[str], List[str]]:
+    """(hypotheses, references) in sentence-id order; a sentence without hypothesis gets ``""``."""
+    hyps, refs = _parse(path)
+    if not refs:
+        raise ValueError(f"{path}: no T- lines (references); is this fairseq-generate output? "
+                         "Without references in it, score against a file with --ref.")
+    hyps = _decode_all(hyps, spm_model) if hyps else {}
+    refs = _decode_all(refs, spm_model)
+    ids = sorted(refs)
+    return [hyps.get(i, "") for i in ids], [refs[i] for i in ids]
