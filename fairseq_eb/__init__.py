@@ -23,3 +23,4 @@ except ImportError:  # pragma: no cover - scoring/prep work without fairseq
     pass
 else:
     _register()
+    compat.complete_cli_help()

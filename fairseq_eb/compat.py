@@ -4,14 +4,24 @@ Why: fairseq checkpoints pickle ``argparse.Namespace`` and, when rank 0 broadcas
 the other data-parallel ranks, omegaconf containers. torch >= 2.6 loads with ``weights_only=True`` and
 rejects those types. We allow-list exactly those types instead of switching safe loading off, so a
 malicious checkpoint still cannot run code.
+
+Some prebuilt fairseq wheels (seen with ve-fairseq 0.12.3) ship a compiled ``batch_by_size`` that drops
+the trailing indices when ``required_batch_size_multiple`` > 1: ``fairseq-generate`` then silently
+skips the longest test sentences and training skips them every epoch. We wrap it so the tail is
+always batched too.
 """
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import functools
+import io
+import sys
 import typing
-from typing import List
+from typing import Any, Callable, List, Sequence
 
+import numpy as np
 import torch
 
 _APPLIED = False
@@ -39,6 +49,99 @@ def checkpoint_safe_globals() -> List[object]:
     return types
 
 
+def complete_batches(batches: Sequence[Any], indices: Any, rebatch: Callable[[Any], Sequence[Any]]) -> List[Any]:
+    """Append batches for the tail of ``indices`` that ``batches`` (contiguous splits) left out."""
+    covered = sum(len(b) for b in batches)
+    if covered >= len(indices):
+        return list(batches)
+    return list(batches) + list(rebatch(indices[covered:]))
+
+
+def _patch_batch_by_size() -> None:
+    try:
+        from fairseq.data import data_utils
+    except ImportError:  # pragma: no cover - fairseq-free use of the package
+        return
+    original = data_utils.batch_by_size
+    if getattr(original, "_fairseq_eb_complete", False):
+        return
+
+    @functools.wraps(original)
+    def batch_by_size(indices, num_tokens_fn, num_tokens_vec=None, max_tokens=None, max_sentences=None,
+                      required_batch_size_multiple=1, fixed_shapes=None):
+        def call(idx, vec, mult):
+            return original(idx, num_tokens_fn, num_tokens_vec=vec, max_tokens=max_tokens,
+                            max_sentences=max_sentences, required_batch_size_multiple=mult,
+                            fixed_shapes=fixed_shapes)
+
+        batches = call(indices, num_tokens_vec, required_batch_size_multiple)
+        if fixed_shapes is not None:
+            return batches
+        indices = np.asarray(indices, dtype=np.int64)
+        covered = sum(len(b) for b in batches)
+        tail_vec = None if num_tokens_vec is None else np.asarray(num_tokens_vec)[covered:]
+        return complete_batches(batches, indices, lambda tail: call(tail, tail_vec, 1))
+
+    batch_by_size._fairseq_eb_complete = True
+    data_utils.batch_by_size = batch_by_size
+
+
+def _add_component_options(parser: argparse.ArgumentParser, args: List[str]) -> None:
+    """Add the chosen task's and registry components' (criterion, optimizer, ...) options to ``parser``."""
+    from fairseq.dataclass.utils import gen_parser_from_dataclass
+    from fairseq.registry import REGISTRIES
+    from fairseq.tasks import TASK_REGISTRY
+
+    known, _ = parser.parse_known_args(args)
+    adders = []
+    if getattr(known, "task", None) in TASK_REGISTRY:
+        adders.append(TASK_REGISTRY[known.task].add_args)
+    for name, registry in REGISTRIES.items():
+        cls = registry["registry"].get(getattr(known, name, None))
+        if cls is not None and hasattr(cls, "add_args"):
+            adders.append(cls.add_args)
+        elif cls is not None and hasattr(cls, "__dataclass"):
+            adders.append(lambda p, dc=cls.__dataclass: gen_parser_from_dataclass(p, dc()))
+    for add in adders:
+        try:
+            add(parser)
+        except argparse.ArgumentError:  # already added by fairseq's own discovery
+            pass
+
+
+def complete_cli_help() -> None:
+    """Make ``fairseq-train --task X --criterion Y --help`` list X's and Y's options.
+
+    Why: fairseq parses the command line once *before* adding task/model/criterion options, and
+    ``--help`` exits in that first pass, so plugin options (and fairseq's own) never show. The plugin is
+    imported while fairseq builds its parser, before it parses; when help is asked for, we let
+    fairseq's own option discovery run once without ``--help`` so the help printed next is complete.
+    """
+    if "-h" not in sys.argv[1:] and "--help" not in sys.argv[1:]:
+        return
+    from fairseq import options
+
+    original = options.parse_args_and_arch
+    if getattr(original, "_fairseq_eb_help", False):
+        return
+
+    @functools.wraps(original)
+    def parse_args_and_arch(parser, input_args=None, parse_known=False, suppress_defaults=False,
+                            modify_parser=None):
+        args = sys.argv[1:] if input_args is None else input_args
+        stripped = [a for a in args if a not in ("-h", "--help")]
+        try:  # adds the options; may then stop at a missing data path or --arch: help still improves
+            with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+                original(parser, input_args=stripped, parse_known=True, modify_parser=modify_parser)
+        except (SystemExit, Exception):
+            _add_component_options(parser, stripped)
+        return original(parser, input_args=input_args, parse_known=parse_known,
+                        suppress_defaults=suppress_defaults, modify_parser=modify_parser)
+
+    parse_args_and_arch._fairseq_eb_help = True
+    options.parse_args_and_arch = parse_args_and_arch
+
+
 def apply() -> None:
     """Install the shims (idempotent)."""
     global _APPLIED
@@ -47,4 +150,5 @@ def apply() -> None:
     add = getattr(torch.serialization, "add_safe_globals", None)
     if add is not None:  # torch < 2.4 has no safe loading by default: nothing to do
         add(checkpoint_safe_globals())
+    _patch_batch_by_size()
     _APPLIED = True
