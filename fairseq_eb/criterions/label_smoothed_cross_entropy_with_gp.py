@@ -1,0 +1,184 @@
+"""fairseq criterion ``label_smoothed_cross_entropy_with_gp``: label-smoothed CE + embedding gradient penalty.
+
+Let ``L`` be fairseq's summed label-smoothed cross-entropy of a batch, ``N`` its ``sample_size`` (tokens,
+or sentences with ``--sentence-avg``), ``l = L / N`` and ``e`` the penalised embeddings:
+``--gp-over lookups`` (default) = every output of the encoder's and decoder's ``embed_tokens`` (one row
+per source / decoder-input token occurrence, as the reference's sparse gradient), ``--gp-over table`` =
+the embedding weight tables themselves (dense; with shared embeddings this includes the output
+projection). With ``g = dl/de`` and ``gp = ||g||^2`` (summed over all rows / tables):
+
+* ``--gp-method exact`` returns ``L + N * 0.5 * eps * gp``; fairseq divides by ``N``, so the update
+  minimises ``l + 0.5 * eps * gp`` exactly as the reference. ``g`` comes from
+  ``torch.autograd.grad(create_graph=True)`` and the trainer's backward differentiates through it
+  (double backprop).
+* ``--gp-method fgm`` returns ``L(e + r)`` with ``r = eps * g`` held constant (no double backward).
+  Why it approximates the penalty: to first order ``l(e + eps*g) = l(e) + eps * g.g``, and with ``g``
+  constant its parameter gradient is ``dl/dtheta + eps * (d^2 l / dtheta de) g``, which is exactly the
+  gradient of ``l + 0.5 * eps * ||g||^2`` (the product rule's 2 cancels the 0.5). Cost: one forward plus
+  a partial backward for ``g``, then the perturbed forward and the usual backward. The perturbed
+  forward reuses the clean forward's dropout masks.
+
+Logged columns: ``loss`` = ``l + 0.5*eps*gp`` (for both methods, so they compare; in base 2 like
+fairseq's), ``nll_loss`` = the clean NLL, and ``gp`` = the batch's ``||dl/de||^2`` (natural-log units).
+The penalty only applies in training with gradients enabled; validation (``torch.no_grad``, eval mode)
+returns the plain criterion's values. With gradient accumulation or data parallelism each micro-batch is
+penalised on its own mean, and fairseq averages the terms weighted by ``sample_size``.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Tuple
+
+import torch
+from omegaconf import II
+from fairseq import utils
+from fairseq.criterions import register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import (
+    LabelSmoothedCrossEntropyCriterion,
+    LabelSmoothedCrossEntropyCriterionConfig,
+)
+from fairseq.dataclass import ChoiceEnum
+from fairseq.logging import metrics
+
+from fairseq_eb.gradient_penalty import (
+    LookupCapture,
+    double_backward_safe_attention,
+    embedding_modules,
+    embedding_tables,
+    exact_penalty,
+    fgm_shifts,
+    same_dropout_masks,
+    substituted_parameters,
+)
+
+GP_OVER = ("lookups", "table")
+GP_METHODS = ("exact", "fgm")
+# fairseq's data-parallel wrappers that all-reduce gradients *after* the whole backward, so double
+# backprop sees a plain module. PyTorch's DistributedDataParallel does not support create_graph.
+SAFE_DDP_BACKENDS = ("legacy_ddp", "no_c10d")
+
+
+@dataclass
+class LabelSmoothedCrossEntropyWithGpCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
+    gp_epsilon: float = field(
+        default=1.0,
+        metadata={"help": "weight eps >= 0 of the gradient penalty: minimise mean loss + 0.5*eps*||d mean loss/de||^2 "
+                  "(0 = plain label_smoothed_cross_entropy)"},
+    )
+    gp_over: ChoiceEnum(list(GP_OVER)) = field(
+        default="lookups",
+        metadata={"help": "penalise the gradient w.r.t. every embedding-lookup occurrence (encoder and decoder "
+                  "input tokens; the reference) or w.r.t. the whole embedding weight table(s)"},
+    )
+    gp_method: ChoiceEnum(list(GP_METHODS)) = field(
+        default="exact",
+        metadata={"help": "'exact' = double backprop of the penalty; 'fgm' = its first-order adversarial surrogate: "
+                  "loss at embeddings shifted by eps*gradient (gradient held constant), no double backward"},
+    )
+    ddp_backend: str = II("distributed_training.ddp_backend")
+    distributed_world_size: int = II("distributed_training.distributed_world_size")
+
+
+def validate_gp_options(gp_epsilon: Any, gp_over: Any, gp_method: Any, ddp_backend: Any = None,
+                        distributed_world_size: Any = 1) -> None:
+    """Reject bad options at setup, naming the option and its valid range."""
+    if isinstance(gp_epsilon, bool) or not isinstance(gp_epsilon, (int, float)) or not (
+        math.isfinite(gp_epsilon) and gp_epsilon >= 0
+    ):
+        raise ValueError(f"--gp-epsilon must be a finite number >= 0, got {gp_epsilon!r}")
+    if str(gp_over) not in GP_OVER:
+        raise ValueError(f"--gp-over must be one of {{{', '.join(GP_OVER)}}}, got {str(gp_over)!r}")
+    if str(gp_method) not in GP_METHODS:
+        raise ValueError(f"--gp-method must be one of {{{', '.join(GP_METHODS)}}}, got {str(gp_method)!r}")
+    world = int(distributed_world_size or 1)
+    backend = None if ddp_backend is None else str(ddp_backend)
+    if gp_epsilon > 0 and world > 1 and backend not in SAFE_DDP_BACKENDS:
+        raise ValueError(
+            f"--criterion label_smoothed_cross_entropy_with_gp with --gp-epsilon > 0 does not support "
+            f"--ddp-backend {backend} with {world} workers (PyTorch DistributedDataParallel does not support "
+            f"the penalty's extra backward passes); use --ddp-backend legacy_ddp"
+        )
+
+
+@register_criterion("label_smoothed_cross_entropy_with_gp", dataclass=LabelSmoothedCrossEntropyWithGpCriterionConfig)
+class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterion):
+    """Label-smoothed cross-entropy plus the embedding gradient penalty; formulas in the module docstring."""
+
+    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
+                 gp_epsilon=1.0, gp_over="lookups", gp_method="exact", ddp_backend=None, distributed_world_size=1):
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size=ignore_prefix_size,
+                         report_accuracy=report_accuracy)
+        validate_gp_options(gp_epsilon, gp_over, gp_method, ddp_backend, distributed_world_size)
+        self.gp_epsilon = float(gp_epsilon)
+        self.gp_over = str(gp_over)
+        self.gp_method = str(gp_method)
+
+    def penalty_applies(self, model, reduce: bool = True) -> bool:
+        """Training-time only: needs gradients, a train-mode model, a summed loss and eps > 0."""
+        return self.gp_epsilon > 0 and reduce and model.training and torch.is_grad_enabled()
+
+    def forward(self, model, sample, reduce=True):
+        if not self.penalty_applies(model, reduce):
+            return super().forward(model, sample, reduce=reduce)
+        sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
+        if self.gp_method == "exact":
+            loss, nll_loss, penalty, gp, net_output = self._exact(model, sample, sample_size)
+            objective = loss + penalty
+            logged_objective = objective.data
+        else:
+            objective, loss, nll_loss, gp, net_output = self._fgm(model, sample, sample_size)
+            logged_objective = loss.data + 0.5 * self.gp_epsilon * sample_size * gp
+        logging_output = {
+            "loss": logged_objective,
+            "nll_loss": nll_loss.data,
+            "ntokens": sample["ntokens"],
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+            # gp times sample_size, so that summing over workers/micro-batches gives a weighted mean.
+            "gp": gp * sample_size,
+        }
+        if self.report_accuracy:
+            n_correct, total = self.compute_accuracy(model, net_output, sample)
+            logging_output["n_correct"] = utils.item(n_correct.data)
+            logging_output["total"] = utils.item(total.data)
+        return objective, sample_size, logging_output
+
+    def _penalised(self, modules, capture: LookupCapture):
+        return capture.outputs if self.gp_over == "lookups" else embedding_tables(modules)
+
+    def _exact(self, model, sample, sample_size) -> Tuple[torch.Tensor, ...]:
+        modules = embedding_modules(model)
+        with LookupCapture(modules) as capture, double_backward_safe_attention():
+            net_output = model(**sample["net_input"])
+        loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=True)
+        penalty, gp = exact_penalty(loss, sample_size, self._penalised(modules, capture), self.gp_epsilon)
+        return loss, nll_loss, penalty, gp, net_output
+
+    def _fgm(self, model, sample, sample_size) -> Tuple[torch.Tensor, ...]:
+        modules = embedding_modules(model)
+        with same_dropout_masks(model), LookupCapture(modules) as capture:
+            net_output = model(**sample["net_input"])
+            loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=True)
+        wrt = self._penalised(modules, capture)
+        shifts, gp = fgm_shifts(loss, sample_size, wrt, self.gp_epsilon)
+        if self.gp_over == "lookups":
+            with LookupCapture(modules, shifts=shifts):
+                perturbed_output = model(**sample["net_input"])
+        else:
+            with substituted_parameters(model, wrt, [t + r for t, r in zip(wrt, shifts)]):
+                perturbed_output = model(**sample["net_input"])
+        perturbed_loss, _ = self.compute_loss(model, perturbed_output, sample, reduce=True)
+        return perturbed_loss, loss.detach(), nll_loss.detach(), gp, net_output
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        super().reduce_metrics(logging_outputs)
+        if not any("gp" in log for log in logging_outputs):
+            return
+        gp_sum = utils.item(sum(log.get("gp", 0) for log in logging_outputs))
+        sample_size = utils.item(sum(log.get("sample_size", 0) for log in logging_outputs))
+        if sample_size > 0:
+            metrics.log_scalar("gp", gp_sum / sample_size, sample_size, round=5)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

@@ -1,0 +1,178 @@
+"""Tensor-level pieces of the gradient penalty on token embeddings (SPEC §3).
+
+Kept free of fairseq criterion plumbing so each piece can be tested on its own. The criterion in
+``fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp`` composes them.
+
+Notation: ``L`` is fairseq's *summed* loss over a batch, ``N`` its ``sample_size``, ``l = L / N`` the mean
+the reference penalises, ``e`` the embedding-lookup outputs (or the embedding tables), ``g = dl/de``.
+"""
+import contextlib
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+
+def embedding_modules(model: nn.Module) -> List[nn.Module]:
+    """The distinct ``embed_tokens`` modules of the model's encoder and decoder, encoder first.
+
+    Why distinct: with ``--share-all-embeddings`` both sides hold the *same* module; hooking it twice
+    would record every lookup twice. Works through fairseq's ``ModuleProxyWrapper`` (DDP wrappers
+    forward attribute access to the wrapped model).
+    """
+    found: List[nn.Module] = []
+    for side in ("encoder", "decoder"):
+        module = getattr(getattr(model, side, None), "embed_tokens", None)
+        if module is not None and all(module is not m for m in found):
+            found.append(module)
+    if not found:
+        raise ValueError(
+            f"{type(model).__name__} has no encoder/decoder 'embed_tokens' module; the gradient penalty "
+            "needs fairseq's encoder-decoder layout (e.g. --arch transformer)"
+        )
+    return found
+
+
+def embedding_tables(modules: Sequence[nn.Module]) -> List[nn.Parameter]:
+    """The distinct weight tables of ``modules`` (for ``--gp-over table``)."""
+    tables: List[nn.Parameter] = []
+    for module in modules:
+        weight = module.weight
+        if all(weight is not t for t in tables):
+            tables.append(weight)
+    return tables
+
+
+class LookupCapture:
+    """Forward hooks that record (and optionally shift) every output of the given embedding modules.
+
+    Why hooks: ``TransformerModel.forward`` takes no embedding argument, and the penalty needs the
+    lookup outputs themselves (one row per token occurrence, before ``embed_scale``, positions and
+    dropout) as autograd inputs. ``shifts``, if given, are added to the outputs in call order (the
+    FGM perturbation); they must match the recorded outputs of an earlier identical forward.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], shifts: Optional[Sequence[Tensor]] = None) -> None:
+        self.modules = list(modules)
+        self.shifts = None if shifts is None else list(shifts)
+        self.outputs: List[Tensor] = []
+        self._handles: list = []
+
+    def _hook(self, module: nn.Module, inputs, output: Tensor) -> Optional[Tensor]:
+        if self.shifts is not None:
+            k = len(self.outputs)
+            if k >= len(self.shifts) or self.shifts[k].shape != output.shape:
+                raise RuntimeError(
+                    "embedding lookups differ from the forward the perturbation was computed on "
+                    f"(lookup #{k}, shape {tuple(output.shape)})"
+                )
+            output = output + self.shifts[k].to(output.dtype)
+        self.outputs.append(output)
+        return output if self.shifts is not None else None
+
+    def __enter__(self) -> "LookupCapture":
+        self._handles = [m.register_forward_hook(self._hook) for m in self.modules]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def double_backward_safe_attention() -> contextlib.AbstractContextManager:
+    """Restrict ``scaled_dot_product_attention`` to its math backend.
+
+    Why: fairseq's ``MultiheadAttention`` routes training through ``F.multi_head_attention_forward``,
+    which calls SDPA; the fused kernels (flash on CPU at attention dropout 0, flash/mem-efficient/cuDNN
+    on GPU) have backwards that are not themselves differentiable, so ``create_graph=True`` followed by a
+    second backward fails. The math backend is built from ordinary differentiable ops. Only the
+    forward needs the context: the kernel choice is recorded in the autograd graph.
+    """
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # pragma: no cover - torch < 2.3
+        if hasattr(torch.backends.cuda, "sdp_kernel"):
+            return torch.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True, enable_mem_efficient=False)
+        return contextlib.nullcontext()  # torch < 2.0: no SDPA, attention is plain ops
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def squared_norm_fp32(grads: Sequence[Optional[Tensor]]) -> Tensor:
+    """``sum_k ||grads[k]||^2`` accumulated in float32 (or float64 if the inputs are).
+
+    Why fp32: under ``--fp16`` the squares of per-token gradients underflow half precision. Non-finite
+    entries are deliberately *not* masked, so an overflow reaches fairseq's overflow check (the step is
+    skipped and the loss scale lowered) instead of silently training on a wrong penalty.
+    """
+    present = [g for g in grads if g is not None]
+    if not present:
+        raise ValueError("no gradient reached the embeddings: the loss does not depend on them")
+    dtype = torch.float64 if any(g.dtype == torch.float64 for g in present) else torch.float32
+    return torch.stack([g.to(dtype).pow(2).sum() for g in present]).sum()
+
+
+def exact_penalty(loss_sum: Tensor, sample_size: float, wrt: Sequence[Tensor], epsilon: float) -> Tuple[Tensor, Tensor]:
+    """Penalty term in fairseq's summed units, kept in the graph for double backprop, and ``gp``.
+
+    ``g_sum = dL/de`` (the summed loss: large enough not to underflow in fp16) gives
+    ``gp = ||dl/de||^2 = ||g_sum||^2 / N^2``; the returned term is ``N * 0.5 * epsilon * gp =
+    0.5 * epsilon * ||g_sum||^2 / N``, so that fairseq's division by ``N`` yields ``l + 0.5*epsilon*gp``.
+    """
+    grads = torch.autograd.grad(loss_sum, list(wrt), create_graph=True, allow_unused=True)
+    sq = squared_norm_fp32(grads)
+    n = float(sample_size)
+    return 0.5 * epsilon * sq / n, (sq / (n * n)).detach()
+
+
+def fgm_shifts(loss_sum: Tensor, sample_size: float, wrt: Sequence[Tensor], epsilon: float) -> Tuple[List[Tensor], Tensor]:
+    """The FGM perturbations ``r = epsilon * dl/de`` (constants, no graph) and ``gp = ||dl/de||^2``.
+
+    ``r`` is computed from the summed loss and divided by ``N`` in float32, for the same fp16 reason
+    as :func:`exact_penalty`; it is returned in each input's dtype.
+    """
+    grads = torch.autograd.grad(loss_sum, list(wrt), allow_unused=True)
+    sq = squared_norm_fp32(grads)
+    n = float(sample_size)
+    shifts = [
+        torch.zeros_like(x) if g is None else (g.to(torch.promote_types(g.dtype, torch.float32)) * (epsilon / n)).to(x.dtype)
+        for x, g in zip(wrt, grads)
+    ]
+    return shifts, (sq / (n * n)).detach()
+
+
+@contextlib.contextmanager
+def substituted_parameters(model: nn.Module, params: Sequence[Tensor], values: Sequence[Tensor]) -> Iterator[None]:
+    """Within the block, every module slot holding ``params[k]`` holds ``values[k]`` instead.
+
+    Why (FGM over the whole table): shifting the parameter in place would invalidate tensors the clean
+    graph saved, and every alias must move together (with shared embeddings the encoder, decoder and
+    output projection hold one table). ``torch.func.functional_call`` was tried first: on fairseq's
+    tied transformer it left the tie broken and a non-leaf tensor in place of the parameter.
+    """
+    slots = []
+    for module in model.modules():
+        for name, current in module._parameters.items():
+            for param, value in zip(params, values):
+                if current is param:
+                    slots.append((module, name, current, value))
+    try:
+        for module, name, _, value in slots:
+            module._parameters[name] = value
+        yield
+    finally:
+        for module, name, original, _ in slots:
+            module._parameters[name] = original
+
+
+@contextlib.contextmanager
+def same_dropout_masks(model: nn.Module) -> Iterator[None]:
+    """Run the enclosed code with a forked RNG, so the next forward draws the same dropout masks.
+
+    Why: FGM's perturbed forward should differ from the clean one only by the perturbation; the RNG
+    is advanced once overall, as for a single forward.
+    """
+    param = next(model.parameters(), None)
+    devices = [param.device.index or 0] if param is not None and param.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
