@@ -1,0 +1,297 @@
+"""Data preparation: the Debian parser and split logic, the TSV preparer, binarisation, errors."""
+import json
+import os
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fairseq_eb.prep import debian, tsv
+from fairseq_eb.prep.binarize import binarize, encode_splits, train_spm
+from fairseq_eb.prep.common import PrepError
+from fairseq_eb.prep.debian_parse import (Entry, Limits, build_splits, group_key, is_transitional,
+                                          parse_translation, split_of)
+
+REPO = Path(__file__).resolve().parents[1]
+CSL = Path("/work/shared/data/csl_ts")
+
+TRANSLATION_EN = """\
+Package: 0ad
+Description-md5: d943033bedada21853d2ae54a2578a7b
+Description-en: Real-time strategy game of ancient warfare
+ 0 A.D. is a free, open-source, cross-platform
+ real-time strategy game of ancient warfare.
+ .
+ It has a flexible   custom-built game engine.
+
+Package: foo-transitional
+Description-md5: 00000000000000000000000000000001
+Description-en: transitional package for bar
+ This is a transitional package to ease upgrades to bar. It can be removed safely.
+
+Package: libzip4
+Description-md5: 00000000000000000000000000000002
+Description-en: library for reading, creating, and modifying zip archives (runtime)
+ This is libzip, a C library for reading, creating, and modifying zip archives.
+ .
+ Features:
+  * streams
+  * encryption
+ This package contains the shared library.
+
+Package: libzip-dev
+Description-md5: 00000000000000000000000000000003
+Description-en: library for reading, creating, and modifying zip archives (development)
+ This is libzip 1.9, a C library for reading, creating, and modifying zip archives.
+ .
+ This package contains the development files.
+
+Package: libzip4
+Description-md5: 00000000000000000000000000000004
+Description-en: an older description of the same package
+ A second stanza for a package already seen must be ignored entirely, whatever it says.
+
+Package: nodescription
+Description-md5: 00000000000000000000000000000005
+Description-en: a package with a synopsis only
+
+Package: zipcopy
+Description-md5: 00000000000000000000000000000006
+Description-en: another synopsis for a copied text
+ This is libzip, a C library for reading, creating, and modifying zip archives.
+ .
+ Features:
+  * streams
+  * encryption
+ This package contains the shared library.
+
+Package: empty-dummy
+Description-md5: 00000000000000000000000000000007
+Description-en: Dummy package
+ This dummy package only pulls in its replacement and has no other content.
+"""
+
+
+def test_parse_translation_unfolds_paragraphs():
+    entries = parse_translation(TRANSLATION_EN)
+    assert [e.package for e in entries] == ["0ad", "foo-transitional", "libzip4", "libzip-dev", "libzip4",
+                                            "nodescription", "zipcopy", "empty-dummy"]
+    ad = entries[0]
+    assert ad.synopsis == "Real-time strategy game of ancient warfare"
+    assert ad.paragraphs == ("0 A.D. is a free, open-source, cross-platform real-time strategy game of "
+                             "ancient warfare.", "It has a flexible custom-built game engine.")
+    # verbatim (double-indented) lines are folded into their paragraph
+    assert entries[2].paragraphs == ("This is libzip, a C library for reading, creating, and modifying zip "
+                                     "archives.", "Features: * streams * encryption This package contains "
+                                     "the shared library.")
+    assert entries[5].paragraphs == ()
+
+
+def test_transitional_and_dummy_detection():
+    entries = {e.package: e for e in parse_translation(TRANSLATION_EN)}
+    assert is_transitional(entries["foo-transitional"]) and is_transitional(entries["empty-dummy"])
+    assert not is_transitional(entries["0ad"]) and not is_transitional(entries["libzip-dev"])
+
+
+def test_build_splits_filters_and_deduplicates():
+    splits, stats = build_splits(parse_translation(TRANSLATION_EN), Limits(min_src_words=3))
+    pairs = [p for s in ("train", "valid", "test") for p in splits[s]]
+    targets = sorted(t for _, t in pairs)
+    assert targets == ["Real-time strategy game of ancient warfare",
+                       "library for reading, creating, and modifying zip archives (development)",
+                       "library for reading, creating, and modifying zip archives (runtime)"]
+    assert stats == {"entries": 8, "duplicate_package": 1, "transitional": 2, "no_description": 1,
+                     "too_short_or_long": 0, "duplicate_text": 1, "group_cap": 0, "kept": 3}
+    assert all("\n" not in s and "\t" not in s for p in pairs for s in p)
+
+
+def test_length_limits_and_group_cap():
+    # source words: 0ad 20, libzip-dev 20, libzip4 and its copy zipcopy 24 (too long)
+    _, stats = build_splits(parse_translation(TRANSLATION_EN), Limits(min_src_words=3, max_src_words=20))
+    assert stats["too_short_or_long"] == 2 and stats["kept"] == 2
+    _, stats = build_splits(parse_translation(TRANSLATION_EN), Limits(min_src_words=3, max_tgt_words=6))
+    # synopses: 0ad 6 words, zipcopy 6, the libzip ones 9; zipcopy's text no longer duplicates a kept one
+    assert stats["too_short_or_long"] == 2 and stats["kept"] == 2
+    _, stats = build_splits(parse_translation(TRANSLATION_EN), Limits(min_src_words=3, max_per_group=1))
+    assert stats["group_cap"] == 1 and stats["kept"] == 2  # libzip4 and libzip-dev share a group
+
+
+def test_siblings_share_a_group_key():
+    entries = {e.package: e for e in parse_translation(TRANSLATION_EN)[:4]}
+    # "libzip" vs "libzip 1.9" and a different second paragraph: same normalised first paragraph
+    assert group_key(entries["libzip4"]) == group_key(entries["libzip-dev"])
+    assert group_key(entries["libzip4"]) != group_key(entries["0ad"])
+
+
+def test_split_is_deterministic_and_pinned():
+    # Pinned: changing the hash would silently reshuffle every published Debian split.
+    assert [split_of(f"key{i}", 50, 50) for i in (6, 7, 8, 32, 53)] == ["train", "test", "valid", "test", "valid"]
+    counts = Counter(split_of(f"group {i}", 50, 50) for i in range(20000))
+    assert 850 < counts["test"] < 1150 and 850 < counts["valid"] < 1150
+
+
+def test_sibling_groups_never_straddle_splits():
+    entries = []
+    for g in range(300):
+        first = f"Toolkit number {'abcdefghij'[g % 10]}{'klmnopqrst'[g // 10 % 10]}{'uvwxyz'[g // 100]} " \
+                "does useful things for everyone."
+        for i, (suffix, kind) in enumerate([("", "runtime"), ("-dev", "headers"), ("-doc", "manual")]):
+            entries.append(Entry(f"lib{g}{suffix}", f"toolkit {g} part {i}",
+                                 (first.replace("number", f"number {i}"), f"This package holds the {kind}.")))
+    splits, stats = build_splits(entries, Limits(min_src_words=1))
+    assert stats["kept"] == 900
+    where = {}
+    for split, pairs in splits.items():
+        for _, tgt in pairs:
+            where.setdefault(tgt.split()[1], set()).add(split)
+    assert len(where) == 300 and all(len(s) == 1 for s in where.values())
+    assert {s for v in where.values() for s in v} == {"train", "valid", "test"}
+
+
+def test_debian_prepare_from_cached_translation_is_idempotent(tmp_path):
+    out = tmp_path / "debian"
+    out.mkdir()
+    (out / "Translation-en").write_text(TRANSLATION_EN)
+    manifest = debian.prepare(out, limits=Limits(min_src_words=3), valid_permille=0, test_permille=0)
+    assert manifest["counts"] == {"train": 3, "valid": 0, "test": 0}
+    assert len(manifest["input_sha256"]) == 64 and manifest["stats"]["kept"] == 3
+    assert (out / "raw" / "train.tgt").read_text().splitlines()[0] == "Real-time strategy game of ancient warfare"
+    assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]
+    stamp = (out / "raw" / "train.src").stat().st_mtime_ns
+    debian.prepare(out, limits=Limits(min_src_words=3), valid_permille=0, test_permille=0)
+    assert (out / "raw" / "train.src").stat().st_mtime_ns == stamp  # skipped
+    debian.prepare(out, limits=Limits(min_src_words=3, max_src_words=20), valid_permille=0, test_permille=0)
+    assert len((out / "raw" / "train.src").read_text().splitlines()) == 2  # new parameters: rebuilt
+
+
+def test_debian_without_apt_or_root_says_how_to_use_a_tsv(tmp_path, monkeypatch):
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
+    with pytest.raises(PrepError, match="(?s)apt-get.*not found.*fairseq_eb.prep.tsv"):
+        debian.prepare(tmp_path / "d")
+    monkeypatch.undo()
+    monkeypatch.setattr(debian.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(debian.os.path, "exists", lambda p: True)
+    with pytest.raises(PrepError, match="(?s)root.*--format reference"):
+        debian.check_apt(debian.DEFAULT_KEYRING)
+
+
+def write_lines(path: Path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return str(path)
+
+
+def test_tsv_reference_format(tmp_path):
+    train = write_lines(tmp_path / "train.tsv", [f"title {i}\tsome  content number {i}" for i in range(6)] + [""])
+    valid = write_lines(tmp_path / "valid.tsv", ["v title\tvalid content"])
+    test = write_lines(tmp_path / "test.tsv", ["t title\ttest content", "\tempty title is skipped"])
+    manifest = tsv.prepare(tmp_path / "out", train, test, "reference", valid=valid)
+    assert manifest["counts"] == {"train": 6, "valid": 1, "test": 1}
+    raw = tmp_path / "out" / "raw"
+    assert (raw / "train.src").read_text().splitlines()[2] == "some content number 2"
+    assert (raw / "train.tgt").read_text().splitlines()[2] == "title 2"
+    assert (raw / "test.tgt").read_text() == "t title\n"
+    assert manifest["inputs"]["train"]["sha256"] and manifest["parameters"]["format"] == "reference"
+
+
+def test_tsv_csl_format_with_held_out_validation(tmp_path):
+    dev = (CSL / "dev.tsv").read_text(encoding="utf-8").splitlines()[:8]
+    tst = (CSL / "test.tsv").read_text(encoding="utf-8").splitlines()[:3]
+    train, test = write_lines(tmp_path / "dev.tsv", dev), write_lines(tmp_path / "test.tsv", tst)
+    out = tmp_path / "csl"
+    manifest = tsv.prepare(out, train, test, "csl", valid_from_train=2, seed=1)
+    assert manifest["counts"] == {"train": 6, "valid": 2, "test": 3}
+    first = dev[0].split("\t")
+    titles = (out / "raw" / "train.tgt").read_text().splitlines() + (out / "raw" / "valid.tgt").read_text().splitlines()
+    assert sorted(titles) == sorted(line.split("\t")[2] for line in dev)
+    assert first[0] == "to title"
+    assert (out / "raw" / "test.src").read_text().splitlines()[0] == tst[0].split("\t")[1]
+    # same inputs and seed: same validation set, and the run is skipped
+    again = tsv.prepare(out, train, test, "csl", valid_from_train=2, seed=1)
+    assert again == manifest
+    other = tsv.prepare(tmp_path / "csl2", train, test, "csl", valid_from_train=2, seed=2)
+    assert other["counts"] == manifest["counts"]
+
+
+def test_tsv_errors(tmp_path):
+    csl_like = write_lines(tmp_path / "c.tsv", ["to title\tabstract text\ta title"])
+    with pytest.raises(PrepError, match=r"c\.tsv:1: expected 2 .* found 3 \(looks like --format csl\)"):
+        tsv.prepare(tmp_path / "o", csl_like, csl_like, "reference", valid=csl_like)
+    with pytest.raises(PrepError, match="input file not found: .*missing.tsv"):
+        tsv.prepare(tmp_path / "o", str(tmp_path / "missing.tsv"), csl_like, "csl", valid=csl_like)
+    with pytest.raises(PrepError, match="exactly one of --valid"):
+        tsv.prepare(tmp_path / "o", csl_like, csl_like, "csl")
+    with pytest.raises(PrepError, match="--valid-from-train 5 must be between 1 and 0"):
+        tsv.prepare(tmp_path / "o", csl_like, csl_like, "csl", valid_from_train=5)
+    blank = write_lines(tmp_path / "blank.tsv", ["", ""])
+    with pytest.raises(PrepError, match="no examples"):
+        tsv.prepare(tmp_path / "o", blank, blank, "csl", valid=blank)
+
+
+def test_tsv_command_line_error_exit_code(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        tsv.main(["--train", str(tmp_path / "nope.tsv"), "--test", str(tmp_path / "nope.tsv"),
+                  "--valid-from-train", "1", "--format", "csl", "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    assert "error: input file not found" in capsys.readouterr().err
+
+
+def make_raw(directory: Path, n_train: int = 60):
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda omicron".split()
+    raw = directory / "raw"
+    raw.mkdir(parents=True)
+    for split, n in (("train", n_train), ("valid", 6), ("test", 5)):
+        src = [" ".join(words[(i + j) % len(words)] for j in range(4 + i % 7)) for i in range(n)]
+        tgt = [" ".join(words[(i + j) % len(words)] for j in range(1 + i % 4)) for i in range(n)]
+        write_lines(raw / f"{split}.src", src)
+        write_lines(raw / f"{split}.tgt", tgt)
+
+
+def test_binarize_tiny_corpus_end_to_end(tmp_path):
+    data = tmp_path / "tiny"
+    make_raw(data)
+    stamps = binarize(data, vocab_size=40, max_src_pieces=5, max_tgt_pieces=3)
+    assert (data / "spm.model").exists()
+    src_lines = (data / "spm" / "train.src").read_text().splitlines()
+    assert len(src_lines) == stamps["encode_stats"]["train"]["pairs"] and max(len(l.split()) for l in src_lines) == 5
+    tgt_lens = [len(l.split()) for l in (data / "spm" / "train.tgt").read_text().splitlines()]
+    assert max(tgt_lens) <= 3 and stamps["encode_stats"]["train"]["dropped_long_target"] > 0
+    # test targets are never dropped or cut: they are the references
+    assert stamps["encode_stats"]["test"] == {"pairs": 5, "dropped_long_target": 0,
+                                              "truncated_source": stamps["encode_stats"]["test"]["truncated_source"]}
+    for name in ("dict.src.txt", "dict.tgt.txt", "train.src-tgt.src.bin", "test.src-tgt.tgt.idx"):
+        assert (data / "bin" / name).exists(), name
+    assert (data / "bin" / "dict.src.txt").read_text() == (data / "bin" / "dict.tgt.txt").read_text()
+    assert any(line.startswith("\u2581") for line in (data / "bin" / "dict.src.txt").read_text().splitlines())
+    mtime = (data / "bin" / "dict.src.txt").stat().st_mtime_ns
+    again = binarize(data, vocab_size=40, max_src_pieces=5, max_tgt_pieces=3)
+    assert again == stamps and (data / "bin" / "dict.src.txt").stat().st_mtime_ns == mtime
+
+
+def test_char_sentencepiece_on_chinese(tmp_path):
+    data = tmp_path / "zh"
+    raw = data / "raw"
+    raw.mkdir(parents=True)
+    lines = [line.split("\t") for line in (CSL / "dev.tsv").read_text(encoding="utf-8").splitlines()[:20]]
+    for split in ("train", "valid", "test"):
+        write_lines(raw / f"{split}.src", [l[1] for l in lines])
+        write_lines(raw / f"{split}.tgt", [l[2] for l in lines])
+    train_spm(data, vocab_size=5000, char=True, coverage=1.0, threads=1)
+    encode_splits(data, max_src=30, max_tgt=None)
+    first = (data / "spm" / "test.tgt").read_text(encoding="utf-8").splitlines()[0].split()
+    assert all(len(p.replace("\u2581", "")) <= 1 for p in first)  # one character per piece
+    assert "".join(first).replace("\u2581", "") == lines[0][2].replace(" ", "")
+
+
+def test_binarize_needs_prepared_data(tmp_path):
+    with pytest.raises(PrepError, match="raw/train.src not found: prepare"):
+        binarize(tmp_path, vocab_size=100)
+
+
+def test_shell_wrappers_show_usage():
+    for script in ("prepare_debian.sh", "prepare_tsv.sh"):
+        proc = subprocess.run(["bash", str(REPO / "scripts" / script), "--help"], capture_output=True, text=True)
+        assert proc.returncode == 0 and "Usage:" in proc.stdout
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "prepare_tsv.sh"), "only-one-arg"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Usage:" in proc.stderr
