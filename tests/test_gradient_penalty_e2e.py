@@ -1,0 +1,96 @@
+"""label_smoothed_cross_entropy_with_gp through fairseq's own CLIs: train -> validate -> generate, 2 ranks."""
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.fairseq_cli import TINY_MODEL, TRAIN_COMMON, USER_DIR, free_port, run_data_parallel_train, run_fairseq
+
+GP = ["--user-dir", USER_DIR, "--criterion", "label_smoothed_cross_entropy_with_gp",
+      "--attention-dropout", "0"]  # fairseq's default, spelled out: the fused-SDPA trap (SPEC §3)
+
+
+def train_args(toy_bin, save_dir, max_update, *extra):
+    return [toy_bin, *GP, *TINY_MODEL, *TRAIN_COMMON, "--save-dir", save_dir, "--max-update", str(max_update), *extra]
+
+
+def inner_gp(log: str):
+    return [float(x) for x in re.findall(r"train_inner \| .*?\bgp=([\d.eE+-]+|nan|inf)", log)]
+
+
+@pytest.mark.parametrize("extra", [[], ["--gp-method", "fgm", "--gp-over", "table", "--label-smoothing", "0.1"]],
+                         ids=["exact-lookups", "fgm-table"])
+def test_train_logs_gp_column_and_validates_without_it(toy_bin, tmp_path, extra):
+    proc = run_fairseq("train", train_args(toy_bin, tmp_path / "ck", 3, *extra))
+    log = proc.stdout + proc.stderr
+    gps = inner_gp(log)
+    assert len(gps) == 3, log[-3000:]
+    assert all(math.isfinite(g) and g > 0 for g in gps)
+    valid = [line for line in log.splitlines() if "valid on 'valid' subset" in line]
+    assert valid and " loss " in valid[-1] and " nll_loss " in valid[-1], log[-3000:]
+    assert " gp " not in valid[-1]
+    assert (tmp_path / "ck" / "checkpoint_last.pt").exists()
+
+
+def test_composes_with_replacement_task_and_generate(toy_bin, tmp_path):
+    task = ["--task", "translation_with_replacement"]
+    proc = run_fairseq("train", train_args(toy_bin, tmp_path / "ck", 4, *task))
+    log = proc.stdout + proc.stderr
+    assert len(inner_gp(log)) == 4 and re.search(r"replaced=[\d.]+", log), log[-3000:]
+    gen = run_fairseq("generate", [toy_bin, "--user-dir", USER_DIR, *task, "--path", tmp_path / "ck" / "checkpoint_last.pt",
+                                   "--beam", "2", "--cpu", "--max-tokens", "500", "--gen-subset", "test"])
+    assert len(re.findall(r"^H-\d+\t", gen.stdout, flags=re.M)) == 20, gen.stdout[-2000:]
+
+
+def test_bad_option_fails_before_training(toy_bin, tmp_path):
+    proc = run_fairseq("train", train_args(toy_bin, tmp_path / "ck", 2, "--gp-epsilon", "-1"), check=False)
+    assert proc.returncode != 0
+    assert "--gp-epsilon must be a finite number >= 0, got -1.0" in proc.stderr
+    assert "train_inner" not in proc.stdout + proc.stderr
+
+
+def test_two_rank_legacy_ddp_finishes(toy_bin, tmp_path):
+    results = run_data_parallel_train(train_args(toy_bin, tmp_path / "ck", 3, "--ddp-backend", "legacy_ddp"))
+    log0 = results[0].stdout + results[0].stderr
+    gps = inner_gp(log0)
+    assert len(gps) == 3 and all(math.isfinite(g) and g > 0 for g in gps), log0[-3000:]
+    for rank, result in enumerate(results):
+        assert f"distributed init (rank {rank})" in result.stdout + result.stderr
+    assert (tmp_path / "ck" / "checkpoint_last.pt").exists()
+
+
+def _spawn_ranks(args, world_size=2, timeout=300):
+    """Like tests.fairseq_cli.run_data_parallel_train, but returns failed ranks instead of raising."""
+    port = free_port()
+    procs = []
+    for rank in range(world_size):
+        dist = ["--distributed-world-size", str(world_size), "--distributed-rank", str(rank),
+                "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
+                "--device-id", "0", "--distributed-backend", "gloo"]
+        code = "from fairseq_cli.train import cli_main\ncli_main()\n"
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen([sys.executable, "-c", code, *map(str, args), *dist], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    out = []
+    try:
+        for p in procs:
+            stdout, stderr = p.communicate(timeout=timeout)
+            out.append((p.returncode, stdout + stderr))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return out
+
+
+@pytest.mark.parametrize("backend", ["c10d", "pytorch_ddp"])
+def test_pytorch_ddp_refused_with_working_backend_named(toy_bin, tmp_path, backend):
+    ranks = _spawn_ranks(train_args(toy_bin, tmp_path / "ck", 2, "--ddp-backend", backend))
+    for returncode, log in ranks:
+        assert returncode != 0
+        assert f"does not support --ddp-backend {backend} with 2 workers" in log, log[-3000:]
+        assert "use --ddp-backend legacy_ddp" in log
+        assert "train_inner" not in log
