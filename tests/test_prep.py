@@ -1,6 +1,5 @@
 """Data preparation: the Debian parser and split logic, the TSV preparer, binarisation, errors."""
 import json
-import os
 import subprocess
 from collections import Counter
 from pathlib import Path

@@ -241,3 +241,11 @@ def test_cli_errors(tmp_path):
     assert proc.returncode == 2 and "1 hypotheses but 2 references" in proc.stderr
     proc = run_cli("--hyp", tmp_path / "one.txt")
     assert proc.returncode == 2 and "--ref" in proc.stderr
+
+
+def test_hypothesis_without_word_boundary_is_still_decoded_like_its_reference(tmp_path):
+    # A degenerate model may emit only non-initial pieces; the file is still in pieces (see T).
+    path = tmp_path / "gen.out"
+    path.write_text("T-0\t\u2581sing ing\nH-0\t-2.0\ting ing ing\n", encoding="utf-8")
+    assert read_generate_output(str(path)) == (["inginging"], ["singing"])
+    assert read_generate_hypotheses(str(path)) == {0: "inginging"}

@@ -6,13 +6,15 @@ first ``H-i`` line (the best of ``--nbest``). ``D`` is ``H`` passed through fair
 are a matched pair whatever flags were used (without those flags ``D`` equals ``H``).
 The reference is ``T-i``. Sentences are returned sorted by id, i.e. in test-set order.
 
-SentencePiece pieces are detected per column over the whole file (any ``▁``): such a column
-is decoded with ``spm_model`` if given, else by the SentencePiece rule (concatenate pieces,
-``▁`` -> space). A column without ``▁`` is already text and left as it is. fairseq's unknown
+SentencePiece pieces are detected over the whole file (any ``▁`` in the hypotheses or
+references used), so that a degenerate hypothesis without any ``▁`` is still decoded like its
+reference: pieces are decoded with ``spm_model`` if given, else by the SentencePiece rule
+(concatenate pieces, ``▁`` -> space). A file without ``▁`` is already text and left as it is. fairseq's unknown
 token (``<unk>``, ``<<unk>>`` in ``T`` lines) becomes SentencePiece's ``⁇``.
 """
 import re
-from typing import Dict, List, Optional, Tuple
+import itertools
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 _LINE = re.compile(r"^([HDT])-(\d+)\t(.*)$")
 _UNK = {"<unk>", "<<unk>>"}
@@ -39,7 +41,7 @@ def _parse(path: str) -> Tuple[Dict[int, str], Dict[int, str]]:
     return hyps, refs
 
 
-def _decoder(texts: List[str], spm_model: Optional[str]):
+def _decoder(texts: Iterable[str], spm_model: Optional[str]) -> Callable[[str], str]:
     if not any(WORD_BOUNDARY in t for t in texts):
         return lambda text: text
     if spm_model is not None:
@@ -50,17 +52,13 @@ def _decoder(texts: List[str], spm_model: Optional[str]):
     return lambda text: "".join("\u2047" if p in _UNK else p for p in text.split()).replace(WORD_BOUNDARY, " ").strip()
 
 
-def _decode_all(column: Dict[int, str], spm_model: Optional[str]) -> Dict[int, str]:
-    decode = _decoder(list(column.values()), spm_model)
-    return {i: decode(t) for i, t in column.items()}
-
-
 def read_generate_hypotheses(path: str, spm_model: Optional[str] = None) -> Dict[int, str]:
     """Decoded hypotheses by sentence id (for scoring against a reference file of one's own)."""
-    hyps, _ = _parse(path)
+    hyps, refs = _parse(path)
     if not hyps:
         raise ValueError(f"{path}: no H-/D- lines; is this fairseq-generate output?")
-    return _decode_all(hyps, spm_model)
+    decode = _decoder(itertools.chain(hyps.values(), refs.values()), spm_model)
+    return {i: decode(t) for i, t in hyps.items()}
 
 
 def read_generate_output(path: str, spm_model: Optional[str] = None) -> Tuple[List[str], List[str]]:
@@ -69,7 +67,6 @@ def read_generate_output(path: str, spm_model: Optional[str] = None) -> Tuple[Li
     if not refs:
         raise ValueError(f"{path}: no T- lines (references); is this fairseq-generate output? "
                          "Without references in it, score against a file with --ref.")
-    hyps = _decode_all(hyps, spm_model) if hyps else {}
-    refs = _decode_all(refs, spm_model)
+    decode = _decoder(itertools.chain(hyps.values(), refs.values()), spm_model)
     ids = sorted(refs)
-    return [hyps.get(i, "") for i in ids], [refs[i] for i in ids]
+    return [decode(hyps.get(i, "")) for i in ids], [decode(refs[i]) for i in ids]

@@ -1,5 +1,5 @@
 """``score``: all metrics of SPEC §4 for a list of hypotheses and references, ×100."""
-from typing import Dict, List, Sequence, Union
+from typing import Dict, Sequence, Union
 
 from fairseq_eb.scoring.bleu import sentence_bleu
 from fairseq_eb.scoring.tokenize import RougeTokenizer, tokenize as tokenize_text
