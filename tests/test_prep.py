@@ -157,6 +157,7 @@ def test_debian_prepare_from_cached_translation_is_idempotent(tmp_path):
     assert len(manifest["input_sha256"]) == 64 and manifest["stats"]["kept"] == 3
     assert (out / "raw" / "train.tgt").read_text().splitlines()[0] == "Real-time strategy game of ancient warfare"
     assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]
+    assert set(manifest["outputs_sha256"]) == {f"{s}.{l}" for s in ("train", "valid", "test") for l in ("src", "tgt")}
     stamp = (out / "raw" / "train.src").stat().st_mtime_ns
     debian.prepare(out, limits=Limits(min_src_words=3), valid_permille=0, test_permille=0)
     assert (out / "raw" / "train.src").stat().st_mtime_ns == stamp  # skipped

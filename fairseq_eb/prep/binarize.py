@@ -77,7 +77,8 @@ def run_preprocess(data: Path, workers: int) -> None:
     log("running fairseq-preprocess --joined-dictionary")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise PrepError(f"fairseq-preprocess failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+        raise PrepError(f"fairseq-preprocess failed (exit {proc.returncode}):\n"
+                        f"{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
 

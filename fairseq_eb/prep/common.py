@@ -53,6 +53,11 @@ def write_raw(out: Path, splits: Dict[str, Sequence[Pair]]) -> Dict[str, int]:
     return counts
 
 
+def raw_sha256(out: Path) -> Dict[str, str]:
+    """sha256 of every raw output file, so two builds can be compared byte for byte."""
+    return {p.name: sha256_file(p) for split in SPLITS for p in raw_paths(out, split)}
+
+
 def write_json(path: Path, obj: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")

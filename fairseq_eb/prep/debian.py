@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from fairseq_eb.prep.common import (PrepError, log, raw_is_complete, read_json, run_main,
+from fairseq_eb.prep.common import (PrepError, log, raw_is_complete, raw_sha256, read_json, run_main,
                                     sha256_file, write_json, write_raw)
 from fairseq_eb.prep.debian_parse import Limits, build_splits, parse_translation
 
@@ -124,7 +124,8 @@ def prepare(out: Path, dist: str = "bookworm", mirror: str = DEFAULT_MIRROR, key
     counts = write_raw(out, splits)
     manifest = {"dataset": "debian-descriptions", "input": str(source), "input_sha256": digest,
                 "mirror": mirror, "release_date": release_date(out / "apt", dist),
-                "parameters": parameters, "counts": counts, "stats": stats,
+                "parameters": parameters, "counts": counts, "outputs_sha256": raw_sha256(out),
+                "stats": stats,
                 "src": "long description (paragraphs joined)", "tgt": "synopsis",
                 "seconds": round(time.time() - start, 1)}
     write_json(manifest_path, manifest)

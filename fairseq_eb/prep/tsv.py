@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from fairseq_eb.prep.common import (Pair, PrepError, log, one_line, raw_is_complete, read_json,
+from fairseq_eb.prep.common import (Pair, PrepError, log, one_line, raw_is_complete, raw_sha256, read_json,
                                     require_files, run_main, sha256_file, write_json, write_raw)
 
 FORMATS = {"reference": 2, "csl": 3}
@@ -86,7 +86,8 @@ def prepare(out: Path, train: str, test: str, fmt: str, valid: Optional[str] = N
     out.mkdir(parents=True, exist_ok=True)
     counts = write_raw(out, splits)
     manifest = {"dataset": f"tsv-{fmt}", "inputs": inputs, "parameters": parameters, "counts": counts,
-                "src": "content / abstract", "tgt": "title", "seconds": round(time.time() - start, 1)}
+                "outputs_sha256": raw_sha256(out), "src": "content / abstract", "tgt": "title",
+                "seconds": round(time.time() - start, 1)}
     write_json(manifest_path, manifest)
     log(f"wrote {out}/raw: train {counts['train']}, valid {counts['valid']}, test {counts['test']}")
     return manifest
