@@ -13,7 +13,7 @@ from fairseq_eb.prep.debian_parse import (Entry, Limits, build_splits, group_key
                                           parse_translation, split_of)
 
 REPO = Path(__file__).resolve().parents[1]
-CSL = Path("/work/shared/data/csl_ts")
+CSL = Path(__file__).resolve().parent / "data" / "csl_sample"  # real CSL lines (see its README)
 
 TRANSLATION_EN = """\
 Package: 0ad
