@@ -1,0 +1,85 @@
+"""Mean ± standard deviation over seeds and the Markdown tables (pure functions, unit-tested).
+
+Why sample std (ddof=1): the seeds are a small sample of training randomness; the spread they show is
+what a difference between methods must be compared with. With one seed there is no spread (None).
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+# metric key (as returned by fairseq_eb.scoring.score) -> column title, in the reference table's order
+TABLE_METRICS: Tuple[Tuple[str, str], ...] = (
+    ("rouge-l", "ROUGE-L"), ("rouge-1", "ROUGE-1"), ("rouge-2", "ROUGE-2"), ("bleu", "BLEU"),
+)
+
+# scores[method][beam][seed] = {"rouge-l": ..., ...}
+Scores = Mapping[str, Mapping[int, Mapping[int, Mapping[str, float]]]]
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, Optional[float]]:
+    """Mean and sample standard deviation (None for fewer than two values)."""
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var)
+
+
+def summarise(scores: Scores, metrics: Sequence[str]) -> Dict[str, Dict[int, Dict[str, Dict[str, object]]]]:
+    """summary[method][beam][metric] = {"mean", "std", "n", "values"} over the seeds present."""
+    out: Dict[str, Dict[int, Dict[str, Dict[str, object]]]] = {}
+    for method, by_beam in scores.items():
+        for beam, by_seed in by_beam.items():
+            seeds = sorted(by_seed)
+            for metric in metrics:
+                values = [float(by_seed[s][metric]) for s in seeds]
+                mean, std = mean_std(values)
+                out.setdefault(method, {}).setdefault(beam, {})[metric] = {
+                    "mean": mean, "std": std, "n": len(values), "values": values, "seeds": seeds,
+                }
+    return out
+
+
+def fmt(mean: float, std: Optional[float], digits: int = 2) -> str:
+    """``12.34 ± 0.56``, or just ``12.34`` when there is no spread to report."""
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def reference_table(summary, methods: Sequence[str], labels: Mapping[str, str], beams: Sequence[int],
+                    data_name: str) -> str:
+    """The reference layout (SPEC §4): one row per beam, each cell 'baseline / RR / GP' (mean ± std)."""
+    head = "| data | beam | method | " + " | ".join(t for _, t in TABLE_METRICS) + " |"
+    lines = [head, "|" + "---|" * (3 + len(TABLE_METRICS))]
+    method_cell = " / ".join(labels[m] for m in methods)
+    for beam in beams:
+        cells = []
+        for key, _ in TABLE_METRICS:
+            parts = []
+            for m in methods:
+                s = summary[m][beam][key]
+                parts.append(fmt(s["mean"], s["std"]))
+            cells.append(" / ".join(parts))
+        lines.append(f"| {data_name} | {beam} | {method_cell} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def long_table(summary, methods: Sequence[str], labels: Mapping[str, str], beams: Sequence[int],
+               floor: Optional[Mapping[str, float]] = None, floor_label: str = "trivial floor") -> str:
+    """One row per (beam, method), plus the difference to the baseline at the same beam in ROUGE-L."""
+    head = "| beam | method | " + " | ".join(t for _, t in TABLE_METRICS) + " | Δ ROUGE-L vs baseline | seeds |"
+    lines = [head, "|" + "---|" * (4 + len(TABLE_METRICS))]
+    for beam in beams:
+        base = summary.get("baseline", {}).get(beam, {}).get("rouge-l")
+        for m in methods:
+            row = summary[m][beam]
+            cells = [fmt(row[k]["mean"], row[k]["std"]) for k, _ in TABLE_METRICS]
+            delta = "" if base is None or m == "baseline" else f"{row['rouge-l']['mean'] - base['mean']:+.2f}"
+            lines.append(f"| {beam} | {labels[m]} | " + " | ".join(cells) + f" | {delta} | {row['rouge-l']['n']} |")
+    if floor is not None:
+        cells = [f"{float(floor[k]):.2f}" for k, _ in TABLE_METRICS]
+        lines.append(f"| – | {floor_label} | " + " | ".join(cells) + " | | |")
+    return "\n".join(lines)

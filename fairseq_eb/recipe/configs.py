@@ -1,0 +1,99 @@
+"""Named model/training configurations for the table recipe, all defined here in one place.
+
+Why named configs: the demo, a longer reproduction and the tests must differ only in size and budget,
+never in how a method is trained, so every method of one table shares the same ``train_args`` and only
+``methods.method_args`` adds the method's own options.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """Everything that fixes a run apart from data, method and seed."""
+
+    name: str
+    description: str
+    # fairseq-train options shared by every method (model, optimiser, budget, checkpointing)
+    train_args: Tuple[str, ...]
+    # options of the random-replacement task and of the gradient-penalty criterion
+    rr_args: Tuple[str, ...] = ("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3")
+    gp_args: Tuple[str, ...] = ("--gp-epsilon", "1.0")
+    # fairseq-generate options (beam size, subset and checkpoint are added by the recipe)
+    generate_args: Tuple[str, ...] = ("--batch-size", "128", "--max-len-a", "0", "--max-len-b", "48")
+    # relative training cost per method, used only to start the most expensive runs first
+    cost: Dict[str, float] = field(default_factory=lambda: {"baseline": 1.0, "rr": 1.0, "gp": 2.5, "rr_gp": 2.5})
+
+
+def _transformer(layers: int, dim: int, ffn: int, heads: int) -> List[str]:
+    return [
+        "--arch", "transformer", "--share-all-embeddings",
+        "--encoder-layers", str(layers), "--decoder-layers", str(layers),
+        "--encoder-embed-dim", str(dim), "--decoder-embed-dim", str(dim),
+        "--encoder-ffn-embed-dim", str(ffn), "--decoder-ffn-embed-dim", str(ffn),
+        "--encoder-attention-heads", str(heads), "--decoder-attention-heads", str(heads),
+    ]
+
+
+def _adam(lr: float, warmup: int) -> List[str]:
+    return [
+        "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(lr),
+        "--lr-scheduler", "inverse_sqrt", "--warmup-updates", str(warmup), "--clip-norm", "1.0",
+    ]
+
+
+def _budget(max_update: int, validate_every: int) -> List[str]:
+    # Validate and save every `validate_every` updates so checkpoint_best.pt (lowest validation loss)
+    # is meaningful even for runs shorter than a few epochs; keep one interval checkpoint on disk.
+    return [
+        "--max-update", str(max_update), "--max-epoch", "1000",
+        "--validate-interval-updates", str(validate_every), "--save-interval-updates", str(validate_every),
+        "--keep-interval-updates", "1", "--no-epoch-checkpoints",
+    ]
+
+
+CONFIGS: Dict[str, RecipeConfig] = {}
+
+
+def _register(cfg: RecipeConfig) -> None:
+    CONFIGS[cfg.name] = cfg
+
+
+_register(RecipeConfig(
+    name="tiny",
+    description="tests only: a 1+1-layer d=32 model and a handful of updates (seconds)",
+    train_args=tuple(_transformer(1, 32, 64, 2) + _adam(1e-3, 10) + _budget(8, 4) + [
+        "--max-tokens", "500", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "2",
+    ]),
+    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3", "--replace-warmup-updates", "2"),
+    generate_args=("--batch-size", "64", "--max-len-a", "0", "--max-len-b", "12"),
+))
+
+_register(RecipeConfig(
+    name="demo",
+    description="README demo: 2+2-layer d=128 transformer, 1,200 updates, on 2 CPU cores in about 15 min",
+    train_args=tuple(_transformer(2, 128, 512, 4) + _adam(2e-3, 200) + _budget(1200, 200) + [
+        "--max-tokens", "4096", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "50",
+    ]),
+    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3", "--replace-warmup-updates", "400"),
+))
+
+_register(RecipeConfig(
+    name="full",
+    description="a longer reproduction: 3+3-layer d=256 transformer, 12,000 updates (CPU hours; minutes on a GPU)",
+    train_args=tuple(_transformer(3, 256, 1024, 4) + _adam(1e-3, 1000) + _budget(12000, 1000) + [
+        "--max-tokens", "8192", "--dropout", "0.2", "--label-smoothing", "0.1", "--log-interval", "100",
+    ]),
+    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3", "--replace-warmup-updates", "3000"),
+    generate_args=("--batch-size", "256", "--max-len-a", "0", "--max-len-b", "48"),
+))
+
+
+def get_config(name: str) -> RecipeConfig:
+    """Look a configuration up by name; unknown names fail naming the valid ones."""
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"--config must be one of {{{', '.join(CONFIGS)}}}, got {name!r}") from None

@@ -1,0 +1,37 @@
+"""Metric vs beam size, one line per method (error bars = std over seeds), floor as a dashed line."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from fairseq_eb.recipe.aggregate import TABLE_METRICS
+
+
+def plot_summary(summary, methods: Sequence[str], labels: Mapping[str, str], beams: Sequence[int],
+                 out: Path, title: str, floor: Optional[Mapping[str, float]] = None) -> Path:
+    """Write a PNG with one panel per metric (ROUGE-L, ROUGE-1, ROUGE-2, BLEU)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(TABLE_METRICS), figsize=(4 * len(TABLE_METRICS), 3.6))
+    for ax, (key, name) in zip(axes, TABLE_METRICS):
+        for m in methods:
+            means = [summary[m][b][key]["mean"] for b in beams]
+            stds = [summary[m][b][key]["std"] or 0.0 for b in beams]
+            ax.errorbar(beams, means, yerr=stds, marker="o", capsize=3, label=labels[m])
+        if floor is not None:
+            ax.axhline(float(floor[key]), color="grey", linestyle="--", linewidth=1, label="first-K floor")
+        ax.set_title(name)
+        ax.set_xlabel("beam size")
+        ax.set_xticks(list(beams))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("score × 100")
+    axes[-1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

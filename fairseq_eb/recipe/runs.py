@@ -1,0 +1,148 @@
+"""One (method, seed) run of the recipe: train, decode the test set at each beam, score. Resumable.
+
+Layout under ``OUT/runs/<method>/seed<S>/``: ``settings.json`` (what the run was made with; a rerun with
+other settings fails instead of silently mixing), ``train.log`` + ``checkpoints/``, ``train.done``,
+``generate-beam<B>.txt`` + ``generate-beam<B>.log``, ``score-beam<B>.json``. A step whose output exists
+is skipped; an interrupted training resumes from ``checkpoint_last.pt`` (fairseq's own restore).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from fairseq_eb.cli import user_dir
+from fairseq_eb.recipe.configs import RecipeConfig
+from fairseq_eb.recipe.methods import method_args
+from fairseq_eb.recipe.runner import echo, run_logged
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: used as a dict key for its results
+class RunSpec:
+    """Everything one run needs; ``train_command``/``generate_command`` are the exact fairseq calls."""
+
+    method: str
+    seed: int
+    data_dir: Path
+    run_dir: Path
+    cfg: RecipeConfig
+    beams: Sequence[int]
+    tokenize: str
+    device_args: Sequence[str]
+    extra_train_args: Sequence[str] = ()
+    threads: int = 1
+
+    @property
+    def tag(self) -> str:
+        return f"{self.method} seed{self.seed}"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "checkpoint_best.pt"
+
+    def train_command(self) -> List[str]:
+        return [
+            sys.executable, "-m", "fairseq_cli.train", str(self.data_dir / "bin"),
+            "--user-dir", user_dir(), "--seed", str(self.seed),
+            "--save-dir", str(self.run_dir / "checkpoints"),
+            "--log-format", "simple", "--no-progress-bar", "--num-workers", "0",
+            *self.cfg.train_args, *method_args(self.method, self.cfg), *self.device_args, *self.extra_train_args,
+        ]
+
+    def generate_command(self, beam: int) -> List[str]:
+        return [
+            sys.executable, "-m", "fairseq_cli.generate", str(self.data_dir / "bin"),
+            "--user-dir", user_dir(), "--path", str(self.checkpoint), "--gen-subset", "test",
+            "--beam", str(beam), "--nbest", "1", "--num-workers", "0", "--seed", str(self.seed),
+            *self.cfg.generate_args, *self.device_args,
+        ]
+
+    def settings(self) -> Dict[str, object]:
+        """What must not change between a run and its resumption (paths of this run excluded)."""
+        strip = lambda cmd: cmd[3:]  # noqa: E731 - drop the interpreter, module and data path
+        return {"method": self.method, "seed": self.seed, "data": str(self.data_dir.resolve()),
+                "train": strip(self.train_command()), "tokenize": self.tokenize,
+                "generate": strip(self.generate_command(0))}
+
+
+class SettingsMismatch(RuntimeError):
+    """The run directory was made with other settings."""
+
+
+def check_settings(spec: RunSpec) -> None:
+    """Write ``settings.json`` on first use; afterwards refuse to resume with different settings."""
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    path = spec.run_dir / "settings.json"
+    current = spec.settings()
+    # user_dir/save-dir paths are part of the commands; compare them as they are (same checkout, same OUT)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != json.loads(json.dumps(current)):
+            raise SettingsMismatch(
+                f"{spec.run_dir} was made with other settings (config, data, extra arguments or tokenize "
+                f"changed). Use a new --out directory, or delete {spec.run_dir} to redo this run."
+            )
+    else:
+        path.write_text(json.dumps(current, indent=1) + "\n")
+
+
+def _thread_env(threads: int) -> Dict[str, str]:
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def train(spec: RunSpec) -> Dict[str, object]:
+    """Train unless ``train.done`` exists; returns the step record (wall time, skipped or not)."""
+    done = spec.run_dir / "train.done"
+    if done.exists():
+        echo(f"[{spec.tag}] training already finished, skipped ({done})")
+        return dict(json.loads(done.read_text()), skipped=True)
+    echo(f"[{spec.tag}] training -> {spec.run_dir / 'train.log'}")
+    wall = run_logged(spec.train_command(), spec.run_dir / "train.log", spec.tag, env=_thread_env(spec.threads))
+    if not spec.checkpoint.exists():
+        raise RuntimeError(f"[{spec.tag}] training ended without {spec.checkpoint}; see {spec.run_dir / 'train.log'}")
+    record = {"wall_s": round(wall, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    done.write_text(json.dumps(record) + "\n")
+    return dict(record, skipped=False)
+
+
+def generate(spec: RunSpec, beam: int) -> Path:
+    """Decode the test set at ``beam`` unless its output exists; returns the output path."""
+    out = spec.run_dir / f"generate-beam{beam}.txt"
+    if out.exists():
+        return out
+    tag = f"{spec.tag} beam{beam}"
+    echo(f"[{tag}] fairseq-generate -> {out}")
+    run_logged(spec.generate_command(beam), spec.run_dir / f"generate-beam{beam}.log", tag,
+               env=_thread_env(spec.threads), stdout_path=out)
+    return out
+
+
+def score(spec: RunSpec, beam: int, generated: Path) -> Dict[str, object]:
+    """Score one decoding with :mod:`fairseq_eb.scoring` unless its JSON exists; returns the scores."""
+    out = spec.run_dir / f"score-beam{beam}.json"
+    if out.exists():
+        return json.loads(out.read_text())
+    from fairseq_eb.scoring import read_generate_output, score as score_fn
+
+    spm = spec.data_dir / "spm.model"
+    hyps, refs = read_generate_output(str(generated), spm_model=str(spm) if spm.exists() else None)
+    result = dict(score_fn(hyps, refs, tokenize=spec.tokenize))
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n")
+    tmp.replace(out)
+    echo(f"[{spec.tag} beam{beam}] ROUGE-L {result['rouge-l']:.2f}  ROUGE-1 {result['rouge-1']:.2f}  "
+         f"ROUGE-2 {result['rouge-2']:.2f}  BLEU {result['bleu']:.2f}  (n={result.get('n')})")
+    return result
+
+
+def execute(spec: RunSpec) -> Dict[str, object]:
+    """All steps of one run; returns ``{"train": record, "scores": {beam: scores}}``."""
+    check_settings(spec)
+    record = train(spec)
+    scores = {}
+    for beam in spec.beams:
+        scores[beam] = score(spec, beam, generate(spec, beam))
+    return {"train": record, "scores": scores}

@@ -1,0 +1,158 @@
+"""The table recipe: aggregation/table maths, the floor, option validation, and one tiny end-to-end run
+(train → generate → score → table/JSON/plot) whose second invocation must skip every finished step."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from fairseq_eb.recipe import aggregate, floor
+from fairseq_eb.recipe.configs import CONFIGS, get_config
+from fairseq_eb.recipe.methods import check_methods, method_args
+from fairseq_eb.recipe.table import main
+
+
+# ---------------------------------------------------------------- aggregation and tables (pure)
+
+def test_mean_std_is_sample_std():
+    mean, std = aggregate.mean_std([1.0, 2.0, 4.0])
+    assert mean == pytest.approx(7 / 3)
+    assert std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert aggregate.mean_std([5.0]) == (5.0, None)
+    with pytest.raises(ValueError):
+        aggregate.mean_std([])
+
+
+def _scores():
+    # method -> beam -> seed -> metrics
+    def m(rl):
+        return {"rouge-l": rl, "rouge-1": rl + 1, "rouge-2": rl - 1, "bleu": rl / 2}
+    return {"baseline": {1: {1: m(10.0), 2: m(12.0)}, 2: {1: m(11.0), 2: m(11.0)}},
+            "rr": {1: {1: m(14.0), 2: m(16.0)}, 2: {1: m(13.0), 2: m(15.0)}}}
+
+
+def test_summarise_and_reference_table():
+    summary = aggregate.summarise(_scores(), ["rouge-l", "rouge-1", "rouge-2", "bleu"])
+    assert summary["rr"][1]["rouge-l"]["mean"] == pytest.approx(15.0)
+    assert summary["rr"][1]["rouge-l"]["std"] == pytest.approx(math.sqrt(2))
+    assert summary["baseline"][2]["bleu"]["std"] == pytest.approx(0.0)
+    assert summary["baseline"][1]["rouge-l"]["values"] == [10.0, 12.0]
+    table = aggregate.reference_table(summary, ["baseline", "rr"], {"baseline": "baseline", "rr": "RR"}, [1, 2], "toy")
+    lines = table.splitlines()
+    assert lines[0] == "| data | beam | method | ROUGE-L | ROUGE-1 | ROUGE-2 | BLEU |"
+    assert lines[2] == ("| toy | 1 | baseline / RR | 11.00 ± 1.41 / 15.00 ± 1.41 | 12.00 ± 1.41 / 16.00 ± 1.41 "
+                        "| 10.00 ± 1.41 / 14.00 ± 1.41 | 5.50 ± 0.71 / 7.50 ± 0.71 |")
+    assert len(lines) == 4
+
+
+def test_long_table_deltas_and_floor():
+    summary = aggregate.summarise(_scores(), ["rouge-l", "rouge-1", "rouge-2", "bleu"])
+    text = aggregate.long_table(summary, ["baseline", "rr"], {"baseline": "baseline", "rr": "RR"}, [1, 2],
+                                floor={"rouge-l": 9.0, "rouge-1": 9.5, "rouge-2": 3.0, "bleu": 2.25}, floor_label="first 3")
+    rows = text.splitlines()
+    assert rows[3].startswith("| 1 | RR | 15.00 ± 1.41 |") and "| +4.00 | 2 |" in rows[3]
+    assert rows[5].startswith("| 2 | RR |") and "| +3.00 | 2 |" in rows[5]
+    assert rows[-1] == "| – | first 3 | 9.00 | 9.50 | 3.00 | 2.25 | | |"
+    assert aggregate.fmt(3.14159, None) == "3.14"
+
+
+# ---------------------------------------------------------------- floor
+
+def test_first_k_words_and_chars():
+    assert floor.first_k(["a b  c d", "x"], 2, "word") == ["a b", "x"]
+    assert floor.first_k(["基于 深度学习的", "ab"], 3, "char") == ["基于深", "ab"]
+    with pytest.raises(ValueError, match="--tokenize"):
+        floor.tokens("x", "bpe")
+    assert floor.candidate_ks(["a b c d", "a b c d e f", "a b"], "word") == list(range(2, 9))
+
+
+def test_floor_chooses_k_on_valid_only(tmp_path):
+    (tmp_path / "valid.src").write_text("a b c d e f\n" * 4)
+    (tmp_path / "valid.tgt").write_text("a b c\n" * 4)
+    (tmp_path / "test.src").write_text("p q r s t u\n")
+    (tmp_path / "test.tgt").write_text("p q r s t u\n")
+    calls = []
+
+    def fake_score(hyps, refs, tokenize):
+        calls.append(refs[0])
+        # best when the hypothesis is exactly 3 words long
+        return {"rouge-l": -abs(len(hyps[0].split()) - 3), "rouge-1": 0, "rouge-2": 0, "bleu": 0}
+
+    k, test_scores, by_k = floor.choose_and_score(tmp_path, "word", fake_score)
+    assert k == 3 and by_k[3] == 0 and by_k[1] == -2
+    assert calls[-1] == "p q r s t u" and calls.count("p q r s t u") == 1  # test scored once, after choosing
+
+
+# ---------------------------------------------------------------- options
+
+def test_methods_and_configs_validation():
+    assert check_methods(["gp", "baseline"]) == ["baseline", "gp"]
+    with pytest.raises(ValueError, match="baseline, rr, gp, rr_gp"):
+        check_methods(["dropout"])
+    with pytest.raises(ValueError, match="--config must be one of"):
+        get_config("huge")
+    cfg = CONFIGS["demo"]
+    base, rr, gp, both = (method_args(m, cfg) for m in ("baseline", "rr", "gp", "rr_gp"))
+    assert base == ["--task", "translation", "--criterion", "label_smoothed_cross_entropy"]
+    assert rr[:2] == ["--task", "translation_with_replacement"] and "--replace-token-prob" in rr
+    assert "label_smoothed_cross_entropy_with_gp" in gp and "--gp-epsilon" in gp and "translation" in gp
+    assert "translation_with_replacement" in both and "label_smoothed_cross_entropy_with_gp" in both
+
+
+def test_bad_options_fail_early(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing bin/" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--tokenize", "bpe"]) == 2
+    assert "--tokenize must be one of" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--methods", "x"]) == 2
+    assert "--methods" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- end to end on the toy corpus
+
+def _recipe_args(data: Path, out: Path, *extra: str):
+    return ["--data", str(data), "--out", str(out), "--config", "tiny", "--methods", "baseline", "rr_gp",
+            "--seeds", "1", "--beams", "1", "2", "--jobs", "2", "--device", "cpu", "--name", "toy", *extra]
+
+
+def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
+    data, out = toy_bin.parent, tmp_path / "out"
+    assert main(_recipe_args(data, out)) == 0
+    first = capsys.readouterr().out
+    assert "train_inner" in first  # fairseq's progress reached the console
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"] == ["baseline", "rr_gp"] and results["beams"] == [1, 2]
+    for method in ("baseline", "rr_gp"):
+        run = out / "runs" / method / "seed1"
+        assert (run / "checkpoints" / "checkpoint_best.pt").exists() and (run / "train.done").exists()
+        assert "$ " in (run / "train.log").read_text().splitlines()[0]
+        for beam in (1, 2):
+            hyps = [l for l in (run / f"generate-beam{beam}.txt").read_text().splitlines() if l.startswith("H-")]
+            assert len(hyps) == 20  # the toy test split
+            sc = results["summary"][method][str(beam)]["rouge-l"]
+            assert 0.0 <= sc["mean"] <= 100.0 and sc["n"] == 1 and sc["std"] is None
+    assert "translation_with_replacement" in results["runs"]["rr_gp/seed1"]["train_command"]
+    assert "label_smoothed_cross_entropy_with_gp" in results["runs"]["rr_gp/seed1"]["train_command"]
+    assert results["floor"]["k"] >= 1 and 0 <= results["floor"]["scores"]["rouge-l"] <= 100
+    table = (out / "table.md").read_text()
+    assert "| toy | 1 | baseline / RR+GP |" in table and "| toy | 2 | baseline / RR+GP |" in table
+    assert "source words" in table
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # second invocation: nothing is retrained or regenerated; a deleted score is recomputed alone
+    run = out / "runs" / "baseline" / "seed1"
+    stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.suffix in (".pt", ".txt")}
+    (run / "score-beam2.json").unlink()
+    assert main(_recipe_args(data, out)) == 0
+    second = capsys.readouterr().out
+    assert second.count("training already finished, skipped") == 2
+    assert "train_inner" not in second and "fairseq-generate" not in second
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert (run / "score-beam2.json").exists()
+    again = json.loads((out / "results.json").read_text())
+    assert again["summary"] == results["summary"]
+
+    # resuming with other settings is refused instead of mixing runs
+    assert main(_recipe_args(data, out, "--train-args", "--dropout 0.3")) == 2
+    assert "other settings" in capsys.readouterr().err
