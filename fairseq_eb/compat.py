@@ -44,6 +44,12 @@ def checkpoint_safe_globals() -> List[object]:
         ]
     except ImportError:  # pragma: no cover - omegaconf comes with fairseq
         pass
+    try:  # rank 0 broadcasts a resumed state with tensors swapped for these placeholders
+        from fairseq.distributed.utils import _TensorPlaceholder
+
+        types.append(_TensorPlaceholder)
+    except ImportError:  # pragma: no cover
+        pass
     # omegaconf's metadata pickles these plain typing/builtin objects.
     types += [typing.Any, dict, list, int, collections.defaultdict]
     return types

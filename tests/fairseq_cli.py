@@ -96,7 +96,8 @@ def run_data_parallel_train(args: Sequence[str], world_size: int = 2, python_pre
                 q.kill()
             raise AssertionError(f"data-parallel rank {rank} timed out after {timeout}s")
         results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    for rank, r in enumerate(results):
-        if r.returncode != 0:
-            raise AssertionError(f"rank {rank} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-6000:]}")
+    failed = [f"rank {rank} failed ({r.returncode}):\n{r.stdout[-1500:]}\n{r.stderr[-4000:]}"
+              for rank, r in enumerate(results) if r.returncode != 0]
+    if failed:  # report every rank: the first to fail is often not rank 0
+        raise AssertionError("\n\n".join(failed))
     return results

@@ -112,3 +112,9 @@ def test_two_rank_data_parallel_ranks_draw_differently(toy_bin, tmp_path, monkey
     for a, b in zip(*ranks):
         assert a["rng"] != b["rng"]
     assert (tmp_path / "ck" / "checkpoint_last.pt").exists()
+    # resuming with 2 ranks: rank 0 loads and broadcasts the state (omegaconf containers) to rank 1
+    resumed = run_data_parallel_train(train_args(toy_bin, tmp_path / "ck", 5, "--ddp-backend", "legacy_ddp"),
+                                      python_prelude=RECORD_SEEDS)
+    assert "@ 3 updates" in resumed[0].stdout + resumed[0].stderr
+    after = [json.loads(line)["update"] for line in Path(tmp_path, "rank1.jsonl").read_text().splitlines()]
+    assert after == [0, 1, 2, 3, 4]
