@@ -156,3 +156,30 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
     # resuming with other settings is refused instead of mixing runs
     assert main(_recipe_args(data, out, "--train-args", "--dropout 0.3")) == 2
     assert "other settings" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- Hydra YAML configs
+
+@pytest.mark.parametrize("name,task,criterion", [
+    ("baseline", "TranslationTask", "LabelSmoothedCrossEntropyCriterion"),
+    ("rr", "TranslationWithReplacementTask", "LabelSmoothedCrossEntropyCriterion"),
+    ("gp", "TranslationTask", "LabelSmoothedCrossEntropyWithGpCriterion"),
+])
+def test_hydra_configs_start_training(toy_bin, tmp_path, name, task, criterion):
+    import subprocess
+    import sys
+
+    from fairseq_eb.cli import user_dir
+
+    config_dir = Path(__file__).resolve().parent.parent / "examples" / "configs"
+    code = "from fairseq_cli.hydra_train import cli_main; cli_main()"  # = the fairseq-hydra-train script
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--config-dir", str(config_dir), "--config-name", name,
+         f"task.data={toy_bin}", f"common.user_dir={user_dir()}", f"checkpoint.save_dir={tmp_path / 'ck'}",
+         "optimization.max_update=2", "common.cpu=true", "common.log_interval=1"],
+        cwd=tmp_path, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert f"task: {task}" in log and f"criterion: {criterion}" in log
+    assert "num_updates 2" in log and (tmp_path / "ck" / "checkpoint_best.pt").exists()
+    assert "num. shared model params: 93" in log  # the demo's 2+2-layer d=128 model on the toy vocabulary
