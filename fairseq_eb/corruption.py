@@ -30,28 +30,32 @@ def replacement_seed(seed: int, update_num: int, rank: int, micro_batch: int = 0
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
 
 
+def _span(tokens: Tensor, pad: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per row: non-PAD mask, index of the first non-PAD position, number of non-PAD positions.
+
+    fairseq pads on one side only, so each row's non-PAD tokens form one contiguous span; that lets us
+    index pools directly instead of sorting them out of a mask.
+    """
+    nonpad = tokens.ne(pad)
+    first = nonpad.to(torch.uint8).argmax(dim=1, keepdim=True)  # 0 for right padding
+    return nonpad, first, nonpad.sum(dim=1, keepdim=True)
+
+
 def eligible_positions(tokens: Tensor, pad: int) -> Tensor:
     """Bool mask of the positions holding y1 .. yn: non-PAD and not the row's first non-PAD (BOS)."""
-    nonpad = tokens.ne(pad)
-    # index of the first non-PAD position per row (0 for right padding, the pad count for left padding)
-    first = nonpad.to(torch.uint8).argmax(dim=1, keepdim=True)
+    nonpad, first, _ = _span(tokens, pad)
     positions = torch.arange(tokens.size(1), device=tokens.device).unsqueeze(0)
     return nonpad & positions.ne(first)
 
 
-def _draw_from_pool(pool_tokens: Tensor, pool_mask: Tensor, shape: Tuple[int, int], generator) -> Tensor:
-    """For every cell of ``shape`` draw one token uniformly over the row's pool *positions*.
+def _uniform_offsets(count: Tensor, shape: Tuple[int, int], generator) -> Tensor:
+    """For every cell an integer uniform in ``[0, count)`` of its row (0 where the row's count is 0).
 
-    Uniform over positions (not types), so a token occurring twice is drawn twice as often, as in the
-    reference. Rows with an empty pool return PAD-free garbage that the caller never uses.
+    Uniform over pool *positions*, so a token occurring twice is drawn twice as often, as in the reference.
     """
-    counts = pool_mask.sum(dim=1, keepdim=True)  # (B, 1)
-    # stable sort puts each row's pool positions first, in their original order
-    order = torch.argsort((~pool_mask).to(torch.uint8), dim=1, stable=True)
-    packed = pool_tokens.gather(1, order)
-    u = torch.rand(shape, generator=generator, device=pool_tokens.device)
-    k = (u * counts.clamp(min=1)).long().clamp(max=pool_tokens.size(1) - 1)
-    return packed.gather(1, k)
+    u = torch.rand(shape, generator=generator, device=count.device)
+    k = (u * count).long()
+    return torch.minimum(k, (count - 1).clamp(min=0))  # guards float rounding of u*count up to count
 
 
 def corrupt_decoder_input(
@@ -85,19 +89,26 @@ def corrupt_decoder_input(
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
     bsz, tgt_len = prev_output_tokens.shape
     device = prev_output_tokens.device
-    eligible = eligible_positions(prev_output_tokens, pad)
+    nonpad, first, length = _span(prev_output_tokens, pad)
+    positions = torch.arange(tgt_len, device=device).unsqueeze(0)
+    eligible = nonpad & positions.ne(first)
 
     rows = torch.rand((bsz, 1), generator=generator, device=device) < sample_prob
     cells = torch.rand((bsz, tgt_len), generator=generator, device=device) < token_prob
     replaced = eligible & rows & cells
 
-    if pool == "target":
-        candidates = _draw_from_pool(prev_output_tokens, eligible, (bsz, tgt_len), generator)
-    elif pool == "source_target":
+    last = tgt_len - 1
+    if pool == "target":  # y1..yn = the span after BOS
+        k = _uniform_offsets((length - 1).clamp(min=0), (bsz, tgt_len), generator)
+        candidates = prev_output_tokens.gather(1, (first + 1 + k).clamp(max=last))
+    elif pool == "source_target":  # source span followed by the whole decoder-input span
         if src_tokens is None:
             raise ValueError("pool 'source_target' needs src_tokens")
-        both = torch.cat([src_tokens, prev_output_tokens], dim=1)
-        candidates = _draw_from_pool(both, both.ne(pad), (bsz, tgt_len), generator)
+        _, src_first, src_len = _span(src_tokens, pad)
+        k = _uniform_offsets(src_len + length, (bsz, tgt_len), generator)
+        from_src = src_tokens.gather(1, (src_first + k).clamp(max=src_tokens.size(1) - 1))
+        from_tgt = prev_output_tokens.gather(1, (first + k - src_len).clamp(min=0, max=last))
+        candidates = torch.where(k < src_len, from_src, from_tgt)
     else:
         if vocab_range is None or vocab_range[1] <= vocab_range[0]:
             raise ValueError(f"pool 'vocab' needs a non-empty vocab_range, got {vocab_range}")
