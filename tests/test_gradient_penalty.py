@@ -404,6 +404,14 @@ def test_validation_returns_plain_loss_without_penalty(shared):
     assert "gp" not in agg.get_smoothed_values() and "loss" in agg.get_smoothed_values()
 
 
+def test_empty_sample_gets_no_penalty_instead_of_dividing_by_zero(shared):
+    task, model = shared
+    sample = make_sample(task.target_dictionary)
+    sample["ntokens"] = 0
+    loss, sample_size, log = gp_criterion(task, gp_epsilon=1.0)(model, sample)
+    assert sample_size == 0 and "gp" not in log and torch.isfinite(loss)
+
+
 def test_gp_metric_is_sample_size_weighted_mean(shared):
     task, model = shared
     crit = gp_criterion(task, gp_epsilon=1.0)

@@ -117,9 +117,9 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
         return self.gp_epsilon > 0 and reduce and model.training and torch.is_grad_enabled()
 
     def forward(self, model, sample, reduce=True):
-        if not self.penalty_applies(model, reduce):
-            return super().forward(model, sample, reduce=reduce)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
+        if not self.penalty_applies(model, reduce) or sample_size == 0:  # no mean to penalise
+            return super().forward(model, sample, reduce=reduce)
         if self.gp_method == "exact":
             loss, nll_loss, penalty, gp, net_output = self._exact(model, sample, sample_size)
             objective = loss + penalty
