@@ -98,6 +98,50 @@ def double_backward_safe_attention() -> contextlib.AbstractContextManager:
     return sdpa_kernel(SDPBackend.MATH)
 
 
+class SmoothedCEFeatureGrad(torch.autograd.Function):
+    """``dL/dh`` of the summed label-smoothed cross-entropy w.r.t. the decoder features ``h``, for a
+    bias-free output projection ``z = h W^T``: ``(m * (softmax(z) - q)) W`` with ``q`` the smoothed
+    target distribution and ``m`` the non-pad mask.
+
+    Why a fused function: letting autograd differentiate fairseq's loss with ``create_graph=True``
+    keeps two extra vocabulary-sized tensors (the gradients w.r.t. log-probabilities and logits) alive
+    until the final backward, the largest single part of the penalty's memory. This function keeps
+    nothing new: it reuses the forward's log-probabilities and recomputes the rest in its backward.
+    Its backward is first-order only, which is all the trainer's single ``backward`` needs.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, weight: Tensor, lprobs: Tensor, target: Tensor, mask: Tensor,
+                label_smoothing: float) -> Tensor:
+        ctx.save_for_backward(h, weight, lprobs, target, mask)
+        ctx.label_smoothing = label_smoothing
+        return SmoothedCEFeatureGrad._logit_grad(lprobs, target, mask, label_smoothing).to(weight.dtype) @ weight
+
+    @staticmethod
+    def _logit_grad(lprobs: Tensor, target: Tensor, mask: Tensor, label_smoothing: float,
+                    probs: Optional[Tensor] = None) -> Tensor:
+        eps_i = label_smoothing / (lprobs.size(-1) - 1)
+        grad = lprobs.exp().sub_(eps_i) if probs is None else probs - eps_i
+        grad.scatter_add_(-1, target.unsqueeze(-1), grad.new_full((grad.size(0), 1), -(1.0 - label_smoothing - eps_i)))
+        return grad.mul_(mask.unsqueeze(-1))
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        h, weight, lprobs, target, mask = ctx.saved_tensors
+        p = lprobs.exp()
+        a = SmoothedCEFeatureGrad._logit_grad(lprobs, target, mask, ctx.label_smoothing, probs=p)
+        grad_weight = a.t().to(grad_out.dtype) @ grad_out  # through the explicit W of (...) W
+        del a
+        a_bar = (grad_out @ weight.t()).to(lprobs.dtype)  # d/d(dL/dz)
+        # softmax Jacobian-vector product, masked: z_bar = m * p * (a_bar - <p, a_bar>)
+        a_bar.sub_((p * a_bar).sum(-1, keepdim=True)).mul_(p).mul_(mask.unsqueeze(-1))
+        del p
+        z_bar = a_bar.to(weight.dtype)
+        grad_h = z_bar @ weight
+        grad_weight = grad_weight + z_bar.t() @ h
+        return grad_h, grad_weight, None, None, None, None
+
+
 def squared_norm_fp32(grads: Sequence[Optional[Tensor]]) -> Tensor:
     """``sum_k ||grads[k]||^2`` accumulated in float32 (or float64 if the inputs are).
 
@@ -112,14 +156,17 @@ def squared_norm_fp32(grads: Sequence[Optional[Tensor]]) -> Tensor:
     return torch.stack([g.to(dtype).pow(2).sum() for g in present]).sum()
 
 
-def exact_penalty(loss_sum: Tensor, sample_size: float, wrt: Sequence[Tensor], epsilon: float) -> Tuple[Tensor, Tensor]:
+def exact_penalty(loss_sum: Tensor, sample_size: float, wrt: Sequence[Tensor], epsilon: float,
+                  grad_outputs: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Penalty term in fairseq's summed units, kept in the graph for double backprop, and ``gp``.
 
     ``g_sum = dL/de`` (the summed loss: large enough not to underflow in fp16) gives
     ``gp = ||dl/de||^2 = ||g_sum||^2 / N^2``; the returned term is ``N * 0.5 * epsilon * gp =
     0.5 * epsilon * ||g_sum||^2 / N``, so that fairseq's division by ``N`` yields ``l + 0.5*epsilon*gp``.
+    With ``grad_outputs``, ``loss_sum`` is an intermediate tensor (the decoder features) and
+    ``grad_outputs`` the summed loss's gradient w.r.t. it, itself differentiable.
     """
-    grads = torch.autograd.grad(loss_sum, list(wrt), create_graph=True, allow_unused=True)
+    grads = torch.autograd.grad(loss_sum, list(wrt), grad_outputs=grad_outputs, create_graph=True, allow_unused=True)
     sq = squared_norm_fp32(grads)
     n = float(sample_size)
     return 0.5 * epsilon * sq / n, (sq / (n * n)).detach()

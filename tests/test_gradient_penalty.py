@@ -194,8 +194,10 @@ def assert_grads_close(a, b, rtol=1e-7, atol=1e-10):
 # ---------------------------------------------------------------- exact method
 
 
-@pytest.mark.parametrize("which,sentence_avg", [("shared", False), ("separate", False), ("shared", True)])
-def test_exact_lookups_matches_independent_double_backprop(which, sentence_avg, request):
+@pytest.mark.parametrize("which,sentence_avg,fused", [
+    ("shared", False, True), ("separate", False, True), ("shared", True, True),
+    ("shared", False, False), ("separate", True, False)])
+def test_exact_lookups_matches_independent_double_backprop(which, sentence_avg, fused, request):
     task, model = request.getfixturevalue(which)
     model = copy.deepcopy(model).double()
     sample = make_sample(task.target_dictionary)
@@ -203,6 +205,8 @@ def test_exact_lookups_matches_independent_double_backprop(which, sentence_avg, 
     n = sample["nsentences"] if sentence_avg else sample["ntokens"]
     eps = 1.0
     crit = gp_criterion(task, gp_epsilon=eps, sentence_avg=sentence_avg)
+    assert crit._plain_output_layer(model)
+    crit.fuse_output_layer = fused  # fused output-layer gradient vs plain autograd through fairseq's loss
     loss, sample_size, log = crit(model, sample)
     assert sample_size == n
     got = grads_of(model, loss)
@@ -216,6 +220,17 @@ def test_exact_lookups_matches_independent_double_backprop(which, sentence_avg, 
     assert gp > 1e-3, "penalty must be non-negligible, else this test proves nothing"
     torch.testing.assert_close(log["gp"] / n, gp, rtol=1e-8, atol=0)
     torch.testing.assert_close(log["loss"], expected.detach(), rtol=1e-10, atol=0)
+
+
+def test_fused_output_layer_only_for_plain_transformer_head(shared):
+    task, model = shared
+    assert gp_criterion(task)._plain_output_layer(model)
+    assert not gp_criterion(task, ignore_prefix_size=1)._plain_output_layer(model)
+    model.decoder.output_projection.bias = nn.Parameter(torch.zeros(len(task.target_dictionary)))
+    try:
+        assert not gp_criterion(task)._plain_output_layer(model)
+    finally:
+        model.decoder.output_projection.bias = None
 
 
 def test_exact_table_matches_independent_double_backprop(shared):

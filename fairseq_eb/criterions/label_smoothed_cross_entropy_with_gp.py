@@ -10,7 +10,10 @@ projection). With ``g = dl/de`` and ``gp = ||g||^2`` (summed over all rows / tab
 * ``--gp-method exact`` returns ``L + N * 0.5 * eps * gp``; fairseq divides by ``N``, so the update
   minimises ``l + 0.5 * eps * gp`` exactly as the reference. ``g`` comes from
   ``torch.autograd.grad(create_graph=True)`` and the trainer's backward differentiates through it
-  (double backprop).
+  (double backprop). On fairseq's transformer head (``log_softmax(h W^T)``, no bias, no adaptive
+  softmax, ``--ignore-prefix-size 0``) the first step, ``dL/dh = (m*(softmax - q)) W``, is a fused
+  function (``SmoothedCEFeatureGrad``) that keeps no extra vocabulary-sized tensors alive; the rest of
+  the network is differentiated by autograd. Both paths give the same values (tested).
 * ``--gp-method fgm`` returns ``L(e + r)`` with ``r = eps * g`` held constant (no double backward).
   Why it approximates the penalty: to first order ``l(e + eps*g) = l(e) + eps * g.g``, and with ``g``
   constant its parameter gradient is ``dl/dtheta + eps * (d^2 l / dtheta de) g``, which is exactly the
@@ -35,12 +38,16 @@ from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
     LabelSmoothedCrossEntropyCriterionConfig,
+    label_smoothed_nll_loss,
 )
+from fairseq.models.fairseq_decoder import FairseqDecoder
+from fairseq.models.transformer.transformer_decoder import TransformerDecoderBase
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
 from fairseq_eb.gradient_penalty import (
     LookupCapture,
+    SmoothedCEFeatureGrad,
     double_backward_safe_attention,
     embedding_modules,
     embedding_tables,
@@ -103,6 +110,10 @@ def validate_gp_options(gp_epsilon: Any, gp_over: Any, gp_method: Any, ddp_backe
 class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterion):
     """Label-smoothed cross-entropy plus the embedding gradient penalty; formulas in the module docstring."""
 
+    # exact/lookups on fairseq's transformer head: differentiate the loss at the output layer with the
+    # fused SmoothedCEFeatureGrad instead of autograd (less memory; same values). Tests switch it off.
+    fuse_output_layer: bool = True
+
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  gp_epsilon=1.0, gp_over="lookups", gp_method="exact", ddp_backend=None, distributed_world_size=1):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size=ignore_prefix_size,
@@ -147,11 +158,39 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
 
     def _exact(self, model, sample, sample_size) -> Tuple[torch.Tensor, ...]:
         modules = embedding_modules(model)
+        fused = self.fuse_output_layer and self.gp_over == "lookups" and self._plain_output_layer(model)
         with LookupCapture(modules) as capture, double_backward_safe_attention():
-            net_output = model(**sample["net_input"])
-        loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=True)
-        penalty, gp = exact_penalty(loss, sample_size, self._penalised(modules, capture), self.gp_epsilon)
+            if fused:
+                features, extra = model(**sample["net_input"], features_only=True)
+            else:
+                net_output = model(**sample["net_input"])
+        if not fused:
+            loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=True)
+            penalty, gp = exact_penalty(loss, sample_size, self._penalised(modules, capture), self.gp_epsilon)
+            return loss, nll_loss, penalty, gp, net_output
+        # Same loss as compute_loss, keeping lprobs for the fused first-order gradient at the output layer.
+        net_output = (model.decoder.output_layer(features), extra)
+        lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
+        loss, nll_loss = label_smoothed_nll_loss(lprobs, target, self.eps, ignore_index=self.padding_idx, reduce=True)
+        flat = features.reshape(-1, features.size(-1))
+        grad_features = SmoothedCEFeatureGrad.apply(flat, model.decoder.output_projection.weight, lprobs.detach(),
+                                                    target, target.ne(self.padding_idx).to(lprobs.dtype), self.eps)
+        penalty, gp = exact_penalty(flat, sample_size, capture.outputs, self.gp_epsilon, grad_outputs=grad_features)
         return loss, nll_loss, penalty, gp, net_output
+
+    def _plain_output_layer(self, model) -> bool:
+        """Whether the loss is fairseq's transformer head: log_softmax(features @ W^T), no bias/prefix."""
+        decoder = getattr(model, "decoder", None)
+        projection = getattr(decoder, "output_projection", None)
+        return (
+            isinstance(decoder, TransformerDecoderBase)
+            and type(decoder).output_layer is TransformerDecoderBase.output_layer
+            and type(decoder).get_normalized_probs_scriptable is FairseqDecoder.get_normalized_probs_scriptable
+            and getattr(decoder, "adaptive_softmax", None) is None
+            and type(projection) is torch.nn.Linear
+            and projection.bias is None
+            and self.ignore_prefix_size == 0
+        )
 
     def _fgm(self, model, sample, sample_size) -> Tuple[torch.Tensor, ...]:
         modules = embedding_modules(model)
