@@ -106,15 +106,18 @@ class SmoothedCEFeatureGrad(torch.autograd.Function):
     Why a fused function: letting autograd differentiate fairseq's loss with ``create_graph=True``
     keeps two extra vocabulary-sized tensors (the gradients w.r.t. log-probabilities and logits) alive
     until the final backward, the largest single part of the penalty's memory. This function keeps
-    nothing new: it reuses the forward's log-probabilities and recomputes the rest in its backward.
-    Its backward is first-order only, which is all the trainer's single ``backward`` needs.
+    nothing new: it reuses the forward's log-probabilities (``softmax(z) = exp(lprobs)``). Its backward
+    returns its gradient w.r.t. the *logits* ``z`` (an input only for that), so autograd adds it to the
+    loss's own gradient there and runs the vocabulary-sized projection backward once for both. The
+    backward is first-order only, which is all the trainer's single ``backward`` needs.
     """
 
     @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, lprobs: Tensor, target: Tensor, mask: Tensor,
+    def forward(ctx, logits: Tensor, weight: Tensor, lprobs: Tensor, target: Tensor, mask: Tensor,
                 label_smoothing: float) -> Tensor:
-        ctx.save_for_backward(h, weight, lprobs, target, mask)
+        ctx.save_for_backward(weight, lprobs, target, mask)
         ctx.label_smoothing = label_smoothing
+        ctx.logits_dtype = logits.dtype
         return SmoothedCEFeatureGrad._logit_grad(lprobs, target, mask, label_smoothing).to(weight.dtype) @ weight
 
     @staticmethod
@@ -127,7 +130,7 @@ class SmoothedCEFeatureGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        h, weight, lprobs, target, mask = ctx.saved_tensors
+        weight, lprobs, target, mask = ctx.saved_tensors
         p = lprobs.exp()
         a = SmoothedCEFeatureGrad._logit_grad(lprobs, target, mask, ctx.label_smoothing, probs=p)
         grad_weight = a.t().to(grad_out.dtype) @ grad_out  # through the explicit W of (...) W
@@ -135,11 +138,7 @@ class SmoothedCEFeatureGrad(torch.autograd.Function):
         a_bar = (grad_out @ weight.t()).to(lprobs.dtype)  # d/d(dL/dz)
         # softmax Jacobian-vector product, masked: z_bar = m * p * (a_bar - <p, a_bar>)
         a_bar.sub_((p * a_bar).sum(-1, keepdim=True)).mul_(p).mul_(mask.unsqueeze(-1))
-        del p
-        z_bar = a_bar.to(weight.dtype)
-        grad_h = z_bar @ weight
-        grad_weight = grad_weight + z_bar.t() @ h
-        return grad_h, grad_weight, None, None, None, None
+        return a_bar.to(ctx.logits_dtype), grad_weight, None, None, None, None
 
 
 def squared_norm_fp32(grads: Sequence[Optional[Tensor]]) -> Tensor:

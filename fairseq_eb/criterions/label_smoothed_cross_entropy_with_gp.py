@@ -173,7 +173,9 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
         lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
         loss, nll_loss = label_smoothed_nll_loss(lprobs, target, self.eps, ignore_index=self.padding_idx, reduce=True)
         flat = features.reshape(-1, features.size(-1))
-        grad_features = SmoothedCEFeatureGrad.apply(flat, model.decoder.output_projection.weight, lprobs.detach(),
+        logits = net_output[0]
+        grad_features = SmoothedCEFeatureGrad.apply(logits.reshape(-1, logits.size(-1)),
+                                                    model.decoder.output_projection.weight, lprobs.detach(),
                                                     target, target.ne(self.padding_idx).to(lprobs.dtype), self.eps)
         penalty, gp = exact_penalty(flat, sample_size, capture.outputs, self.gp_epsilon, grad_outputs=grad_features)
         return loss, nll_loss, penalty, gp, net_output
