@@ -15,9 +15,10 @@ projection). With ``g = dl/de`` and ``gp = ||g||^2`` (summed over all rows / tab
   function (``SmoothedCEFeatureGrad``) that keeps no extra vocabulary-sized tensors alive; the rest of
   the network is differentiated by autograd. Both paths give the same values (tested).
 * ``--gp-method fgm`` returns ``L(e + r)`` with ``r = eps * g`` held constant (no double backward).
-  Why it approximates the penalty: to first order ``l(e + eps*g) = l(e) + eps * g.g``, and with ``g``
-  constant its parameter gradient is ``dl/dtheta + eps * (d^2 l / dtheta de) g``, which is exactly the
-  gradient of ``l + 0.5 * eps * ||g||^2`` (the product rule's 2 cancels the 0.5). Cost: one forward plus
+  Why it approximates the penalty: to first order in ``eps``, ``l(e + eps*g) = l(e) + eps * g.g``, and
+  with ``g`` constant its parameter gradient is ``dl/dtheta + eps * (d^2 l / dtheta de) g + O(eps^2)``,
+  while the gradient of ``l + 0.5 * eps * ||g||^2`` is exactly ``dl/dtheta + eps * (d^2 l / dtheta de) g``
+  (the product rule's 2 cancels the 0.5): the two updates agree up to ``O(eps^2)`` (tested). Cost: one forward plus
   a partial backward for ``g``, then the perturbed forward and the usual backward. The perturbed
   forward reuses the clean forward's dropout masks.
 
@@ -26,10 +27,13 @@ fairseq's), ``nll_loss`` = the clean NLL, and ``gp`` = the batch's ``||dl/de||^2
 The penalty only applies in training with gradients enabled; validation (``torch.no_grad``, eval mode)
 returns the plain criterion's values. With gradient accumulation or data parallelism each micro-batch is
 penalised on its own mean, and fairseq averages the terms weighted by ``sample_size``.
+Data parallel: with more than one worker only ``--ddp-backend legacy_ddp`` / ``no_c10d`` are accepted
+(they all-reduce after the whole backward); PyTorch's DistributedDataParallel (``pytorch_ddp``/``c10d``)
+does not support the extra backward passes and is refused at setup.
 """
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Tuple
+from typing import Any, Tuple
 
 import torch
 from omegaconf import II
