@@ -182,4 +182,31 @@ def test_hydra_configs_start_training(toy_bin, tmp_path, name, task, criterion):
     assert proc.returncode == 0, log[-3000:]
     assert f"task: {task}" in log and f"criterion: {criterion}" in log
     assert "num_updates 2" in log and (tmp_path / "ck" / "checkpoint_best.pt").exists()
-    assert "num. shared model params: 93" in log  # the demo's 2+2-layer d=128 model on the toy vocabulary
+
+
+def test_hydra_configs_match_the_demo_config():
+    """The YAML files are the `demo` config for fairseq-hydra-train: same model, optimiser and budget."""
+    from omegaconf import OmegaConf
+
+    args = list(CONFIGS["demo"].train_args)
+    flag = lambda name: args[args.index(name) + 1]  # noqa: E731
+    config_dir = Path(__file__).resolve().parent.parent / "examples" / "configs"
+    for name in ("baseline", "rr", "gp"):
+        y = OmegaConf.load(config_dir / f"{name}.yaml")
+        for side in ("encoder", "decoder"):
+            assert str(y.model[side].layers) == flag(f"--{side}-layers")
+            assert str(y.model[side].embed_dim) == flag(f"--{side}-embed-dim")
+            assert str(y.model[side].ffn_embed_dim) == flag(f"--{side}-ffn-embed-dim")
+            assert str(y.model[side].attention_heads) == flag(f"--{side}-attention-heads")
+            assert bool(y.model[side].get("normalize_before", False)) == (f"--{side}-normalize-before" in args)
+        assert float(y.optimization.lr[0]) == float(flag("--lr"))
+        assert str(y.optimization.max_update) == flag("--max-update")
+        assert str(y.dataset.max_tokens) == flag("--max-tokens")
+        assert str(y.lr_scheduler.warmup_updates) == flag("--warmup-updates")
+        assert float(y.model.dropout) == float(flag("--dropout"))
+        assert float(y.criterion.label_smoothing) == float(flag("--label-smoothing"))
+        assert str(y.dataset.validate_interval_updates) == flag("--validate-interval-updates")
+    rr = OmegaConf.load(config_dir / "rr.yaml").task
+    rr_args = list(CONFIGS["demo"].rr_args)
+    assert str(rr.replace_warmup_updates) == rr_args[rr_args.index("--replace-warmup-updates") + 1]
+    assert float(rr.replace_token_prob) == float(rr_args[rr_args.index("--replace-token-prob") + 1])
