@@ -131,6 +131,8 @@ class SmoothedCEFeatureGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         weight, lprobs, target, mask = ctx.saved_tensors
+        # Under --amp the forward ran in autocast (half output) but backward runs outside it.
+        grad_out = grad_out.to(weight.dtype)
         p = lprobs.exp()
         a = SmoothedCEFeatureGrad._logit_grad(lprobs, target, mask, ctx.label_smoothing, probs=p)
         grad_weight = a.t().to(grad_out.dtype) @ grad_out  # through the explicit W of (...) W

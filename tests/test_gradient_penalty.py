@@ -544,6 +544,20 @@ def test_half_precision_penalty_does_not_underflow(shared):
     assert naive.item() < 0.5 * gp32.item()
 
 
+@pytest.mark.parametrize("method,over", [("exact", "lookups"), ("exact", "table"), ("fgm", "lookups"), ("fgm", "table")])
+def test_runs_under_autocast_like_amp(shared, method, over):
+    """fairseq's --amp runs the criterion under autocast and the backward outside it (CPU bf16 here)."""
+    task, model = shared
+    sample = make_sample(task.target_dictionary)
+    crit = gp_criterion(task, gp_epsilon=1.0, gp_method=method, gp_over=over)
+    gp32 = crit(model, sample)[2]["gp"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _, log = crit(model, sample)
+    grads = grads_of(model, loss)
+    assert log["gp"].dtype == torch.float32 and log["gp"].item() == pytest.approx(gp32.item(), rel=5e-2)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+
+
 def test_lookup_capture_dedupes_shared_module_and_checks_shifts(shared, separate):
     for (task, model), expected in ((shared, 1), (separate, 2)):
         assert len(gpmod.embedding_modules(model)) == expected
