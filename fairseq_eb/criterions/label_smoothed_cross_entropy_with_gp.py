@@ -181,7 +181,8 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
         grad_features = SmoothedCEFeatureGrad.apply(logits.reshape(-1, logits.size(-1)),
                                                     model.decoder.output_projection.weight, lprobs.detach(),
                                                     target, target.ne(self.padding_idx).to(lprobs.dtype), self.eps)
-        penalty, gp = exact_penalty(flat, sample_size, capture.outputs, self.gp_epsilon, grad_outputs=grad_features)
+        penalty, gp = exact_penalty(flat, sample_size, capture.outputs, self.gp_epsilon,
+                                    grad_outputs=grad_features.to(flat.dtype))  # autocast may differ
         return loss, nll_loss, penalty, gp, net_output
 
     def _plain_output_layer(self, model) -> bool:
