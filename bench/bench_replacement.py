@@ -127,6 +127,14 @@ def main():
     print(f"train step median: translation {med['translation'] * 1e3:.1f} ms | "
           f"translation_with_replacement {med['translation_with_replacement'] * 1e3:.1f} ms | ratio {ratio:.3f}x")
 
+    # the adapter's own work per training batch (seeding + copy + corruption), against the step time
+    t0 = time.perf_counter()
+    for i in range(200):
+        replacing.corrupt_sample(batches[i % len(batches)], update_num=i)
+    per_batch = (time.perf_counter() - t0) / 200
+    print(f"task.corrupt_sample per batch: {per_batch * 1e3:.3f} ms = "
+          f"{100 * per_batch / med['translation']:.3f}% of the plain train step")
+
     # corruption alone: vectorised vs per-token Python loop, same sentences
     prev = torch.cat([b["net_input"]["prev_output_tokens"] for b in batches] * 20)  # ~10k sentences
     rows = [r[r.ne(d.pad())].tolist() for r in prev]
