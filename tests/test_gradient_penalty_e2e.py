@@ -1,13 +1,10 @@
 """label_smoothed_cross_entropy_with_gp through fairseq's own CLIs: train -> validate -> generate, 2 ranks."""
 import math
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
-from tests.fairseq_cli import TINY_MODEL, TRAIN_COMMON, USER_DIR, free_port, run_data_parallel_train, run_fairseq
+from tests.fairseq_cli import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_data_parallel_train, run_fairseq
 
 GP = ["--user-dir", USER_DIR, "--criterion", "label_smoothed_cross_entropy_with_gp",
       "--attention-dropout", "0"]  # fairseq's default, spelled out: the fused-SDPA trap (SPEC §3)
@@ -62,34 +59,12 @@ def test_two_rank_legacy_ddp_finishes(toy_bin, tmp_path):
     assert (tmp_path / "ck" / "checkpoint_last.pt").exists()
 
 
-def _spawn_ranks(args, world_size=2, timeout=300):
-    """Like tests.fairseq_cli.run_data_parallel_train, but returns failed ranks instead of raising."""
-    port = free_port()
-    procs = []
-    for rank in range(world_size):
-        dist = ["--distributed-world-size", str(world_size), "--distributed-rank", str(rank),
-                "--distributed-init-method", f"tcp://127.0.0.1:{port}", "--distributed-no-spawn",
-                "--device-id", "0", "--distributed-backend", "gloo"]
-        code = "from fairseq_cli.train import cli_main\ncli_main()\n"
-        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, "-c", code, *map(str, args), *dist], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    out = []
-    try:
-        for p in procs:
-            stdout, stderr = p.communicate(timeout=timeout)
-            out.append((p.returncode, stdout + stderr))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    return out
-
-
 @pytest.mark.parametrize("backend", ["c10d", "pytorch_ddp"])
 def test_pytorch_ddp_refused_with_working_backend_named(toy_bin, tmp_path, backend):
-    ranks = _spawn_ranks(train_args(toy_bin, tmp_path / "ck", 2, "--ddp-backend", backend))
-    for returncode, log in ranks:
+    ranks = run_data_parallel_train(train_args(toy_bin, tmp_path / "ck", 2, "--ddp-backend", backend),
+                                    timeout=300, check=False)
+    for rank in ranks:
+        returncode, log = rank.returncode, rank.stdout + rank.stderr
         assert returncode != 0
         assert f"does not support --ddp-backend {backend} with 2 workers" in log, log[-3000:]
         assert "use --ddp-backend legacy_ddp" in log

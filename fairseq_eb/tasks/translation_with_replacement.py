@@ -7,7 +7,7 @@ validation, ``fairseq-generate`` and ``fairseq-interactive`` are untouched.
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 from omegaconf import II
