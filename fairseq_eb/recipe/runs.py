@@ -61,8 +61,18 @@ class RunSpec:
         ]
 
     def settings(self) -> Dict[str, object]:
-        """What must not change between a run and its resumption (paths of this run excluded)."""
-        strip = lambda cmd: cmd[3:]  # noqa: E731 - drop the interpreter, module and data path
+        """What must not change between a run and its resumption.
+
+        The interpreter, the data path's spelling and the run's own ``--save-dir`` are left out, so a
+        finished run directory may be copied into another OUT (e.g. to add seeds to a table).
+        """
+        def strip(cmd: List[str]) -> List[str]:
+            rest = cmd[3:]  # drop the interpreter, module and data path
+            if "--save-dir" in rest:
+                i = rest.index("--save-dir")
+                rest = rest[:i] + rest[i + 2:]
+            return rest
+
         return {"method": self.method, "seed": self.seed, "data": str(self.data_dir.resolve()),
                 "train": strip(self.train_command()), "tokenize": self.tokenize,
                 "generate": strip(self.generate_command(0))}
