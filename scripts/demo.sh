@@ -14,11 +14,12 @@ cd "$ROOT"
 START=$(date +%s)
 bash scripts/setup.sh
 PY="${VENV:-.venv}/bin/python"
-DATA="${DATA:-data/debian}"
+# absolute: apt resolves relative directories against /etc/apt
+DATA="$(realpath -m "${DATA:-data/debian}")"
 OUT="${OUT:-runs/demo}"
 # the demo's data settings: a 4k SentencePiece vocabulary, sources cut to their first 32 pieces
 "$PY" -m fairseq_eb.prep.debian --out "$DATA"
-"$PY" -m fairseq_eb.prep.binarize --data "$DATA" --vocab-size 4000 --max-src-pieces 32
+"$PY" -m fairseq_eb.prep.binarize --data "$DATA" --vocab-size 4000 --max-src-pieces 32 --workers 2
 "$PY" -m fairseq_eb.recipe.table --data "$DATA" --out "$OUT" --config demo --methods baseline rr gp \
   --seeds 1 --beams 1 2 3 --jobs "${JOBS:-2}" --name debian "$@"
 echo "[demo] done in $(( ($(date +%s) - START) / 60 )) min $(( ($(date +%s) - START) % 60 )) s: $OUT/table.md, $OUT/plot.png"

@@ -153,6 +153,17 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
     again = json.loads((out / "results.json").read_text())
     assert again["summary"] == results["summary"]
 
+    # a finished run copied into another output directory is reused as it is (e.g. to add seeds)
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(run, other / "runs" / "baseline" / "seed1")
+    args = _recipe_args(data, other)
+    args[args.index("rr_gp")] = "baseline"
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("training already finished, skipped") == 1
+    assert json.loads((other / "results.json").read_text())["summary"]["baseline"] == results["summary"]["baseline"]
+
     # resuming with other settings is refused instead of mixing runs
     assert main(_recipe_args(data, out, "--train-args", "--dropout 0.3")) == 2
     assert "other settings" in capsys.readouterr().err
@@ -203,6 +214,8 @@ def test_hydra_configs_match_the_demo_config():
         assert str(y.optimization.max_update) == flag("--max-update")
         assert str(y.dataset.max_tokens) == flag("--max-tokens")
         assert str(y.lr_scheduler.warmup_updates) == flag("--warmup-updates")
+        assert y.lr_scheduler._name == flag("--lr-scheduler")
+        assert str(y.lr_scheduler.total_num_update) == flag("--total-num-update")
         assert float(y.model.dropout) == float(flag("--dropout"))
         assert float(y.criterion.label_smoothing) == float(flag("--label-smoothing"))
         assert str(y.dataset.validate_interval_updates) == flag("--validate-interval-updates")

@@ -7,6 +7,7 @@ is skipped; an interrupted training resumes from ``checkpoint_last.pt`` (fairseq
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -63,19 +64,33 @@ class RunSpec:
     def settings(self) -> Dict[str, object]:
         """What must not change between a run and its resumption.
 
-        The interpreter, the data path's spelling and the run's own ``--save-dir`` are left out, so a
+        The interpreter, the data path's spelling and the paths into the run itself are left out, so a
         finished run directory may be copied into another OUT (e.g. to add seeds to a table).
         """
         def strip(cmd: List[str]) -> List[str]:
             rest = cmd[3:]  # drop the interpreter, module and data path
-            if "--save-dir" in rest:
-                i = rest.index("--save-dir")
-                rest = rest[:i] + rest[i + 2:]
+            for own_path in ("--save-dir", "--path"):  # both point into this run's directory
+                if own_path in rest:
+                    i = rest.index(own_path)
+                    rest = rest[:i] + rest[i + 2:]
             return rest
 
-        return {"method": self.method, "seed": self.seed, "data": str(self.data_dir.resolve()),
+        return {"method": self.method, "seed": self.seed, "data": data_fingerprint(self.data_dir),
                 "train": strip(self.train_command()), "tokenize": self.tokenize,
                 "generate": strip(self.generate_command(0))}
+
+
+def data_fingerprint(data_dir: Path) -> str:
+    """sha256 of the binarised data's dictionaries and index files: the data's identity, not its path.
+
+    Why: the same data rebuilt elsewhere (the build is deterministic) must let runs be reused, while a
+    re-binarisation with another vocabulary or truncation must not silently mix with old runs.
+    """
+    digest = hashlib.sha256()
+    binary = data_dir / "bin"
+    for path in sorted(binary.glob("dict.*.txt")) + sorted(binary.glob("*.idx")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 class SettingsMismatch(RuntimeError):
