@@ -113,8 +113,10 @@ def make_specs(args: argparse.Namespace) -> List[RunSpec]:
                      beams=args.beams, tokenize=args.tokenize, device_args=dev, extra_train_args=extra,
                      threads=threads)
              for s in args.seeds for m in args.methods]
-    # most expensive first (GP's double backward), so parallel workers finish at about the same time
-    return sorted(specs, key=lambda sp: -cfg.cost.get(sp.method, 1.0))
+    # seed by seed (an interrupted table still has whole seeds), most expensive method first within a seed
+    # (GP's double backward) so parallel workers finish at about the same time
+    order = {s: i for i, s in enumerate(args.seeds)}
+    return sorted(specs, key=lambda sp: (order[sp.seed], -cfg.cost.get(sp.method, 1.0)))
 
 
 def run_all(specs: Sequence[RunSpec], jobs: int) -> Dict[RunSpec, Dict[str, object]]:
