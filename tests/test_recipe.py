@@ -158,7 +158,9 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
 
     other = tmp_path / "other"
     shutil.copytree(run, other / "runs" / "baseline" / "seed1")
-    args = _recipe_args(data, other)
+    data_copy = tmp_path / "data-copy"  # the same data at another path is the same data
+    shutil.copytree(data, data_copy)
+    args = _recipe_args(data_copy, other)
     args[args.index("rr_gp")] = "baseline"
     assert main(args) == 0
     assert capsys.readouterr().out.count("training already finished, skipped") == 1

@@ -68,8 +68,9 @@ class RunSpec:
         finished run directory may be copied into another OUT (e.g. to add seeds to a table).
         """
         def strip(cmd: List[str]) -> List[str]:
-            rest = cmd[3:]  # drop the interpreter, module and data path
-            for own_path in ("--save-dir", "--path"):  # both point into this run's directory
+            rest = cmd[4:]  # drop the interpreter, "-m", the module and the data path
+            # the run's own directory and where the plugin is installed are locations, not settings
+            for own_path in ("--save-dir", "--path", "--user-dir"):
                 if own_path in rest:
                     i = rest.index(own_path)
                     rest = rest[:i] + rest[i + 2:]
