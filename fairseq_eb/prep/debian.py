@@ -105,6 +105,7 @@ def prepare(out: Path, dist: str = "bookworm", mirror: str = DEFAULT_MIRROR, key
             refresh: bool = False) -> dict:
     """Fetch (once) and build ``out/raw`` + ``out/manifest.json``; return the manifest."""
     start = time.time()
+    out = Path(out).resolve()  # apt resolves relative directories against /etc/apt, not the cwd
     out.mkdir(parents=True, exist_ok=True)
     source = fetch_translation(out, dist, mirror, keyring, refresh)
     digest = sha256_file(source)
