@@ -52,7 +52,16 @@ def checkpoint_safe_globals() -> List[object]:
         pass
     # omegaconf's metadata pickles these plain typing/builtin objects.
     types += [typing.Any, dict, list, int, collections.defaultdict]
+    types += numpy_array_globals()
     return types
+
+
+def numpy_array_globals() -> List[object]:
+    """What a pickled plain NumPy array needs: fairseq's ``--eval-bleu`` keeps its n-gram counts as arrays in
+    the metric meters that every checkpoint stores. Arrays of object dtype still need their contents allowed."""
+    core = getattr(np, "_core", None) or np.core
+    dtype_classes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, core.multiarray.scalar, *dtype_classes]
 
 
 def complete_batches(batches: Sequence[Any], indices: Any, rebatch: Callable[[Any], Sequence[Any]]) -> List[Any]:
@@ -148,6 +157,19 @@ def complete_cli_help() -> None:
     options.parse_args_and_arch = parse_args_and_arch
 
 
+def _numpy_compat_namespace() -> None:
+    """Restore ``numpy.compat.long`` (removed in NumPy 2) for fairseq's ``TokenBlockDataset``.
+
+    Why: fairseq's language-modelling and ``denoising`` datasets build their block index with
+    ``np.compat.long``; on NumPy >= 2 they fail with an AttributeError before training starts.
+    """
+    if hasattr(np, "compat"):
+        return
+    import types
+
+    np.compat = types.SimpleNamespace(long=int, unicode=str)
+
+
 def apply() -> None:
     """Install the shims (idempotent)."""
     global _APPLIED
@@ -157,4 +179,5 @@ def apply() -> None:
     if add is not None:  # torch < 2.4 has no safe loading by default: nothing to do
         add(checkpoint_safe_globals())
     _patch_batch_by_size()
+    _numpy_compat_namespace()
     _APPLIED = True

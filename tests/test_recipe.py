@@ -106,6 +106,16 @@ def test_bad_options_fail_early(tmp_path, capsys):
     assert "--tokenize must be one of" in capsys.readouterr().err
     assert main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--methods", "x"]) == 2
     assert "--methods" in capsys.readouterr().err
+    (tmp_path / "bin").mkdir()
+    for needed in ("dict.src.txt", "train.src-tgt.src.bin", "valid.src-tgt.src.bin", "test.src-tgt.src.bin"):
+        (tmp_path / "bin" / needed).write_text("")
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--seeds", "-1"]) == 2
+    assert "--seeds must be integers >= 0" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "afile")]) == 2
+    assert "exists and is not a directory" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--chosen", str(tmp_path / "no.json")]) == 2
+    assert "--chosen" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- end to end on the toy corpus
@@ -124,8 +134,12 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["methods"] == ["baseline", "rr_gp"] and results["beams"] == [1, 2]
     for method in ("baseline", "rr_gp"):
-        run = out / "runs" / method / "seed1"
+        run = out / "runs" / method / "default" / "seed1"
         assert (run / "checkpoints" / "checkpoint_best.pt").exists() and (run / "train.done").exists()
+        assert (run / "checkpoints" / "checkpoint_best_loss.pt").exists()
+        assert not list((run / "checkpoints").glob("checkpoint_[0-9]*_*.pt"))  # interval checkpoints cleaned up
+        selection = json.loads((run / "selection.json").read_text())
+        assert selection["bleu"]["num_updates"] in (4, 8) and selection["loss"]["num_updates"] in (4, 8)
         assert "$ " in (run / "train.log").read_text().splitlines()[0]
         for beam in (1, 2):
             hyps = [l for l in (run / f"generate-beam{beam}.txt").read_text().splitlines() if l.startswith("H-")]
@@ -141,7 +155,7 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # second invocation: nothing is retrained or regenerated; a deleted score is recomputed alone
-    run = out / "runs" / "baseline" / "seed1"
+    run = out / "runs" / "baseline" / "default" / "seed1"
     stamps = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.suffix in (".pt", ".txt")}
     (run / "score-beam2.json").unlink()
     assert main(_recipe_args(data, out)) == 0
@@ -157,7 +171,7 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
     import shutil
 
     other = tmp_path / "other"
-    shutil.copytree(run, other / "runs" / "baseline" / "seed1")
+    shutil.copytree(run, other / "runs" / "baseline" / "default" / "seed1")
     data_copy = tmp_path / "data-copy"  # the same data at another path is the same data
     shutil.copytree(data, data_copy)
     args = _recipe_args(data_copy, other)
@@ -166,7 +180,14 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
     assert capsys.readouterr().out.count("training already finished, skipped") == 1
     assert json.loads((other / "results.json").read_text())["summary"]["baseline"] == results["summary"]["baseline"]
 
-    # resuming with other settings is refused instead of mixing runs
+    # another experiment's results in the same --out are never overwritten (floor.json included)
+    floor_before = (out / "floor.json").read_bytes()
+    assert main(_recipe_args(data, out, "--train-args", "--dropout 0.3")) == 2
+    assert "holds results of another experiment (train_args differ)" in capsys.readouterr().err
+    assert (out / "floor.json").read_bytes() == floor_before
+
+    # resuming a run with other settings is refused instead of mixing runs
+    (out / "results.json").unlink()
     assert main(_recipe_args(data, out, "--train-args", "--dropout 0.3")) == 2
     assert "other settings" in capsys.readouterr().err
 

@@ -1,8 +1,10 @@
-"""One (method, seed) run of the recipe: train, decode the test set at each beam, score. Resumable.
+"""One (method, seed) run of the recipe: train, select, decode at each beam, score. Resumable.
 
 Layout under ``OUT/runs/<method>/seed<S>/``: ``settings.json`` (what the run was made with; a rerun with
 other settings fails instead of silently mixing), ``train.log`` + ``checkpoints/``, ``train.done``,
-``generate-beam<B>.txt`` + ``generate-beam<B>.log``, ``score-beam<B>.json``. A step whose output exists
+``selection.json`` (which update each selection picked, see :mod:`fairseq_eb.recipe.selection`),
+``generate-beam<B>.txt`` / ``score-beam<B>.json`` for the main (valid-BLEU) selection and
+``generate-loss-beam<B>.txt`` / ``score-loss-beam<B>.json`` for the valid-loss one. A step whose output exists
 is skipped; an interrupted training resumes from ``checkpoint_last.pt`` (fairseq's own restore).
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fairseq_eb.cli import user_dir
 from fairseq_eb.recipe.configs import RecipeConfig
 from fairseq_eb.recipe.methods import method_args
 from fairseq_eb.recipe.runner import echo, run_logged
+from fairseq_eb.recipe.selection import SELECTIONS, select
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: used as a dict key for its results
@@ -35,6 +38,15 @@ class RunSpec:
     device_args: Sequence[str]
     extra_train_args: Sequence[str] = ()
     threads: int = 1
+    # the method's own settings chosen by a sweep, appended after the configuration's (the last wins)
+    variant_args: Sequence[str] = ()
+    # the split decoded and scored: test for tables, valid for sweeps
+    subset: str = "test"
+    # the regime's pre-trained checkpoint (--finetune-from-model) and its settings, part of this run's identity
+    init_checkpoint: Optional[Path] = None
+    init_settings: Optional[Dict[str, object]] = None
+    # checkpoint selections decoded (fairseq_eb.recipe.selection.SELECTIONS); sweeps decode the main one only
+    selections: Sequence[str] = tuple(SELECTIONS)
 
     @property
     def tag(self) -> str:
@@ -42,54 +54,52 @@ class RunSpec:
 
     @property
     def checkpoint(self) -> Path:
-        return self.run_dir / "checkpoints" / "checkpoint_best.pt"
+        return self.checkpoint_for("bleu")
+
+    def checkpoint_for(self, selection: str) -> Path:
+        return self.run_dir / "checkpoints" / SELECTIONS[selection]
+
+    def train_options(self) -> List[str]:
+        """fairseq-train options that define the run (no paths into the run or the installation)."""
+        return ["--seed", str(self.seed), "--log-format", "simple", "--no-progress-bar", "--num-workers", "0",
+                *self.cfg.train_args, *method_args(self.method, self.cfg), *self.variant_args, *self.device_args,
+                *self.extra_train_args]
 
     def train_command(self) -> List[str]:
-        return [
-            sys.executable, "-m", "fairseq_cli.train", str(self.data_dir / "bin"),
-            "--user-dir", user_dir(), "--seed", str(self.seed),
-            "--save-dir", str(self.run_dir / "checkpoints"),
-            "--log-format", "simple", "--no-progress-bar", "--num-workers", "0",
-            *self.cfg.train_args, *method_args(self.method, self.cfg), *self.device_args, *self.extra_train_args,
-        ]
+        init = ["--finetune-from-model", str(self.init_checkpoint)] if self.init_checkpoint else []
+        return [sys.executable, "-m", "fairseq_cli.train", str(self.data_dir / "bin"), "--user-dir", user_dir(),
+                "--save-dir", str(self.run_dir / "checkpoints"), *init, *self.train_options()]
 
-    def generate_command(self, beam: int) -> List[str]:
-        return [
-            sys.executable, "-m", "fairseq_cli.generate", str(self.data_dir / "bin"),
-            "--user-dir", user_dir(), "--path", str(self.checkpoint), "--gen-subset", "test",
-            "--beam", str(beam), "--nbest", "1", "--num-workers", "0", "--seed", str(self.seed),
-            *self.cfg.generate_args, *self.device_args,
-        ]
+    def generate_options(self, beam: int) -> List[str]:
+        """fairseq-generate options shared by every split and selection."""
+        return ["--beam", str(beam), "--nbest", "1", "--num-workers", "0", "--seed", str(self.seed),
+                *self.cfg.generate_args, *self.device_args]
+
+    def generate_command(self, beam: int, selection: str = "bleu") -> List[str]:
+        return [sys.executable, "-m", "fairseq_cli.generate", str(self.data_dir / "bin"), "--user-dir", user_dir(),
+                "--path", str(self.checkpoint_for(selection)), "--gen-subset", self.subset,
+                *self.generate_options(beam)]
 
     def settings(self) -> Dict[str, object]:
         """What must not change between a run and its resumption.
 
-        The interpreter, the data path's spelling and the paths into the run itself are left out, so a
+        Built from the options alone (no interpreter, data path, run directory or plugin location), so a
         finished run directory may be copied into another OUT (e.g. to add seeds to a table).
         """
-        def strip(cmd: List[str]) -> List[str]:
-            rest = cmd[4:]  # drop the interpreter, "-m", the module and the data path
-            # the run's own directory and where the plugin is installed are locations, not settings
-            for own_path in ("--save-dir", "--path", "--user-dir"):
-                if own_path in rest:
-                    i = rest.index(own_path)
-                    rest = rest[:i] + rest[i + 2:]
-            return rest
-
         return {"method": self.method, "seed": self.seed, "data": data_fingerprint(self.data_dir),
-                "train": strip(self.train_command()), "tokenize": self.tokenize,
-                "generate": strip(self.generate_command(0))}
+                "train": self.train_options(), "init": self.init_settings, "tokenize": self.tokenize,
+                "generate": self.generate_options(0)}
 
 
-def data_fingerprint(data_dir: Path) -> str:
+def data_fingerprint(data_dir: Path, subdir: str = "bin") -> str:
     """sha256 of the binarised data's dictionaries and index files: the data's identity, not its path.
 
     Why: the same data rebuilt elsewhere (the build is deterministic) must let runs be reused, while a
     re-binarisation with another vocabulary or truncation must not silently mix with old runs.
     """
     digest = hashlib.sha256()
-    binary = data_dir / "bin"
-    for path in sorted(binary.glob("dict.*.txt")) + sorted(binary.glob("*.idx")):
+    binary = data_dir / subdir
+    for path in sorted(binary.glob("dict*.txt")) + sorted(binary.glob("*.idx")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
@@ -103,7 +113,6 @@ def check_settings(spec: RunSpec) -> None:
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     path = spec.run_dir / "settings.json"
     current = spec.settings()
-    # user_dir/save-dir paths are part of the commands; compare them as they are (same checkout, same OUT)
     if path.exists():
         saved = json.loads(path.read_text())
         if saved != json.loads(json.dumps(current)):
@@ -134,21 +143,26 @@ def train(spec: RunSpec) -> Dict[str, object]:
     return dict(record, skipped=False)
 
 
-def generate(spec: RunSpec, beam: int) -> Path:
-    """Decode the test set at ``beam`` unless its output exists; returns the output path."""
-    out = spec.run_dir / f"generate-beam{beam}.txt"
+def _prefix(spec: RunSpec, selection: str) -> str:
+    """File-name prefix of a decoding: the test split and the main (valid-BLEU) selection have none."""
+    return ("" if spec.subset == "test" else f"{spec.subset}-") + ("" if selection == "bleu" else f"{selection}-")
+
+
+def generate(spec: RunSpec, beam: int, selection: str = "bleu") -> Path:
+    """Decode ``spec.subset`` at ``beam`` with the selected checkpoint unless its output exists."""
+    out = spec.run_dir / f"generate-{_prefix(spec, selection)}beam{beam}.txt"
     if out.exists():
         return out
-    tag = f"{spec.tag} beam{beam}"
+    tag = f"{spec.tag} {selection}-selected beam{beam}"
     echo(f"[{tag}] fairseq-generate -> {out}")
-    run_logged(spec.generate_command(beam), spec.run_dir / f"generate-beam{beam}.log", tag,
+    run_logged(spec.generate_command(beam, selection), out.with_suffix(".log"), tag,
                env=_thread_env(spec.threads), stdout_path=out)
     return out
 
 
-def score(spec: RunSpec, beam: int, generated: Path) -> Dict[str, object]:
+def score(spec: RunSpec, beam: int, generated: Path, selection: str = "bleu") -> Dict[str, object]:
     """Score one decoding with :mod:`fairseq_eb.scoring` unless its JSON exists; returns the scores."""
-    out = spec.run_dir / f"score-beam{beam}.json"
+    out = spec.run_dir / f"score-{_prefix(spec, selection)}beam{beam}.json"
     if out.exists():
         return json.loads(out.read_text())
     from fairseq_eb.scoring import read_generate_output, score as score_fn
@@ -159,16 +173,25 @@ def score(spec: RunSpec, beam: int, generated: Path) -> Dict[str, object]:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(out)
-    echo(f"[{spec.tag} beam{beam}] ROUGE-L {result['rouge-l']:.2f}  ROUGE-1 {result['rouge-1']:.2f}  "
+    echo(f"[{spec.tag} {selection}-selected beam{beam}] ROUGE-L {result['rouge-l']:.2f}  ROUGE-1 {result['rouge-1']:.2f}  "
          f"ROUGE-2 {result['rouge-2']:.2f}  BLEU {result['bleu']:.2f}  (n={result.get('n')})")
     return result
 
 
 def execute(spec: RunSpec) -> Dict[str, object]:
-    """All steps of one run; returns ``{"train": record, "scores": {beam: scores}}``."""
+    """All steps of one run; returns ``{"train", "selection", "scores" (main selection), "by_selection"}``.
+
+    When both selections picked the same update, the loss selection reuses the main one's scores.
+    """
     check_settings(spec)
     record = train(spec)
-    scores = {}
-    for beam in spec.beams:
-        scores[beam] = score(spec, beam, generate(spec, beam))
-    return {"train": record, "scores": scores}
+    chosen = select(spec.run_dir / "checkpoints", spec.run_dir / "train.log")
+    by_selection: Dict[str, Dict[int, Dict[str, object]]] = {}
+    for selection in spec.selections:
+        if selection != "bleu" and chosen.get("same") and "bleu" in by_selection:
+            by_selection[selection] = by_selection["bleu"]
+            continue
+        by_selection[selection] = {beam: score(spec, beam, generate(spec, beam, selection), selection)
+                                   for beam in spec.beams}
+    return {"train": record, "selection": chosen, "scores": by_selection[spec.selections[0]],
+            "by_selection": by_selection}

@@ -1,9 +1,11 @@
-"""``python -m fairseq_eb.recipe.table``: the reference experiment (SPEC §4) as one resumable command.
+"""``python -m fairseq_eb.recipe.table``: the reference experiment as one resumable command.
 
-For each method and seed: fairseq-train (checkpoint_best.pt = lowest validation loss), fairseq-generate
-on the test split at each beam size, score with :mod:`fairseq_eb.scoring`; then mean ± std over seeds as
-a Markdown table in the reference layout, a JSON with every number, and a PNG plot. Re-running the same
-command skips every finished step, so an interrupted recipe just continues.
+For each method and seed: fairseq-train (after the configuration's one pre-training, if it has one), two
+checkpoint selections (valid BLEU of beam-1 decoding, the main one, and valid loss; see
+:mod:`fairseq_eb.recipe.selection`), fairseq-generate on the test split at each beam size, score with
+:mod:`fairseq_eb.scoring`; then mean ± std over seeds as Markdown tables, a JSON with every number, and a PNG
+plot. Method settings tuned by :mod:`fairseq_eb.recipe.sweep` (on valid) come in with ``--chosen``.
+Re-running the same command skips every finished step, so an interrupted recipe just continues.
 """
 from __future__ import annotations
 
@@ -21,7 +23,12 @@ from fairseq_eb.recipe import aggregate, floor
 from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.methods import METHODS, check_methods
 from fairseq_eb.recipe.runner import echo
-from fairseq_eb.recipe.runs import RunSpec, SettingsMismatch, check_settings, execute
+from fairseq_eb.recipe.pretrain import PretrainSpec, check_pretrain_data
+from fairseq_eb.recipe.runs import RunSpec, SettingsMismatch, check_settings, data_fingerprint, execute, train
+from fairseq_eb.recipe.selection import SELECTIONS
+
+# variant name of a method run with the configuration's own settings
+DEFAULT_VARIANT = "default"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-args", default="", help="extra fairseq-train options for every run, one string")
     p.add_argument("--name", default="", help="data name in the table (default: the data directory's name)")
     p.add_argument("--no-floor", action="store_true", help="skip the first-K-source-words floor")
+    p.add_argument("--chosen", type=Path, default=None,
+                   help="chosen.json of a sweep (python -m fairseq_eb.recipe.sweep): each method's settings tuned "
+                   "on valid replace the configuration's defaults")
     return p
 
 
@@ -59,8 +69,12 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--device must be one of {{auto, cpu, cuda}}, got {args.device!r}")
     if not args.beams or any(b < 1 for b in args.beams):
         raise ValueError(f"--beams must be integers >= 1, got {args.beams}")
-    if not args.seeds:
-        raise ValueError("--seeds needs at least one seed")
+    if not args.seeds or any(s < 0 for s in args.seeds):
+        raise ValueError(f"--seeds must be integers >= 0 (at least one), got {args.seeds}")
+    if args.chosen is not None and not args.chosen.is_file():
+        raise FileNotFoundError(f"--chosen {args.chosen}: no such file (a sweep writes OUT/sweep/chosen.json)")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a directory")
     if args.jobs < 1 or args.threads < 0:
         raise ValueError(f"--jobs must be >= 1 and --threads >= 0, got {args.jobs} and {args.threads}")
     for needed in ("dict.src.txt", "train.src-tgt.src.bin", "valid.src-tgt.src.bin", "test.src-tgt.src.bin"):
@@ -104,19 +118,75 @@ def compute_floor(args: argparse.Namespace) -> Optional[Dict[str, object]]:
     return result
 
 
-def make_specs(args: argparse.Namespace) -> List[RunSpec]:
+def load_chosen(path: Optional[Path]) -> Dict[str, Dict[str, object]]:
+    """method -> {"variant": name, "args": [...]} from a sweep's chosen.json (empty without one)."""
+    if path is None:
+        return {}
+    return {m: {"variant": v["variant"], "args": list(v["args"])}
+            for m, v in json.loads(path.read_text())["chosen"].items()}
+
+
+def pretrain_spec(args: argparse.Namespace) -> Optional[PretrainSpec]:
+    """The configuration's one pre-training (run alone, on every core), or None when it has none."""
+    cfg = get_config(args.config)
+    if not cfg.pretrain_args:
+        return None
+    check_pretrain_data(args.data)
+    return PretrainSpec(data_dir=args.data, run_dir=args.out / "pretrain", cfg=cfg,
+                        device_args=device_args(args.device), threads=args.threads or (os.cpu_count() or 1))
+
+
+def init_fields(spec: Optional[PretrainSpec]) -> Dict[str, object]:
+    """RunSpec fields that make every run fine-tune from the pre-training (and part of its identity)."""
+    return {} if spec is None else {"init_checkpoint": spec.checkpoint, "init_settings": spec.settings()}
+
+
+def make_specs(args: argparse.Namespace, variants: Optional[Dict[str, List[Dict[str, object]]]] = None,
+               subset: str = "test", selections: Sequence[str] = tuple(SELECTIONS),
+               init: Optional[Dict[str, object]] = None) -> List[RunSpec]:
+    """One RunSpec per method × variant × seed, under OUT/runs/<method>/<variant>/seed<S>.
+
+    ``variants``: method -> [{"variant", "args"}]; a method without an entry runs the configuration's own
+    settings (variant ``default``). The same directory serves a sweep (valid) and a table (test).
+    """
     cfg = get_config(args.config)
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     dev = device_args(args.device)
     extra = shlex.split(args.train_args)
-    specs = [RunSpec(method=m, seed=s, data_dir=args.data, run_dir=args.out / "runs" / m / f"seed{s}", cfg=cfg,
-                     beams=args.beams, tokenize=args.tokenize, device_args=dev, extra_train_args=extra,
-                     threads=threads)
-             for s in args.seeds for m in args.methods]
+    variants = variants or {}
+    specs = []
+    for s in args.seeds:
+        for m in args.methods:
+            for v in variants.get(m, [{"variant": DEFAULT_VARIANT, "args": []}]):
+                specs.append(RunSpec(method=m, seed=s, data_dir=args.data,
+                                     run_dir=args.out / "runs" / m / str(v["variant"]) / f"seed{s}", cfg=cfg,
+                                     beams=args.beams, tokenize=args.tokenize, device_args=dev,
+                                     extra_train_args=extra, threads=threads, variant_args=tuple(v["args"]),
+                                     subset=subset, selections=tuple(selections), **(init or {})))
     # seed by seed (an interrupted table still has whole seeds), most expensive method first within a seed
     # (GP's double backward) so parallel workers finish at about the same time
     order = {s: i for i, s in enumerate(args.seeds)}
     return sorted(specs, key=lambda sp: (order[sp.seed], -cfg.cost.get(sp.method, 1.0)))
+
+
+def identity(args: argparse.Namespace, chosen: Dict[str, Dict[str, object]]) -> Dict[str, object]:
+    """What makes two invocations the same experiment (methods, seeds and beams may grow)."""
+    return {"data": data_fingerprint(args.data), "config": args.config, "tokenize": args.tokenize,
+            "train_args": args.train_args, "device": args.device, "chosen": chosen}
+
+
+def check_identity(args: argparse.Namespace, ident: Dict[str, object]) -> None:
+    """Refuse to overwrite another experiment's table, JSON, floor and plot in ``--out``."""
+    path = args.out / "results.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text()).get("identity")
+    if saved is None:
+        raise SettingsMismatch(f"{path} was written by another version of the recipe; use a new --out directory")
+    differ = sorted(k for k in set(saved) | set(ident) if saved.get(k) != json.loads(json.dumps(ident)).get(k))
+    if differ:
+        raise SettingsMismatch(f"{args.out} holds results of another experiment ({', '.join(differ)} differ); "
+                               "use a new --out directory, or delete its results.json to replace them")
 
 
 def run_all(specs: Sequence[RunSpec], jobs: int) -> Dict[RunSpec, Dict[str, object]]:
@@ -136,32 +206,49 @@ def run_all(specs: Sequence[RunSpec], jobs: int) -> Dict[RunSpec, Dict[str, obje
     return results
 
 
-def write_outputs(args, specs, results, floor_result, wall_s: float) -> str:
+def collect(results, selection: str) -> Dict[str, Dict[int, Dict[int, Dict[str, float]]]]:
+    """scores[method][beam][seed] of one checkpoint selection."""
+    scores: Dict[str, Dict[int, Dict[int, Dict[str, float]]]] = {}
+    for sp, res in results.items():
+        for beam, sc in res["by_selection"][selection].items():
+            scores.setdefault(sp.method, {}).setdefault(int(beam), {})[sp.seed] = sc
+    return scores
+
+
+def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, object],
+                  chosen: Dict[str, Dict[str, object]], pretrain: Optional[Dict[str, object]] = None) -> str:
     """table.md, results.json and plot.png under OUT; returns the Markdown text."""
     from fairseq_eb.recipe.plot import plot_summary
 
-    scores: Dict[str, Dict[int, Dict[int, Dict[str, float]]]] = {}
-    for sp, res in results.items():
-        for beam, sc in res["scores"].items():
-            scores.setdefault(sp.method, {}).setdefault(beam, {})[sp.seed] = sc
     metrics = [k for k, _ in aggregate.TABLE_METRICS] + ["sacrebleu"]
-    summary = aggregate.summarise(scores, metrics)
+    summaries = {sel: aggregate.summarise(collect(results, sel), metrics) for sel in SELECTIONS}
+    summary = summaries["bleu"]
     labels = METHODS
     name = args.name or args.data.resolve().name
     floor_scores = floor_result["scores"] if floor_result else None
     floor_label = (f"first {floor_result['k']} source {'words' if args.tokenize == 'word' else 'chars'}"
                    if floor_result else "")
     seeds_txt = ", ".join(map(str, args.seeds))
+    settings = [f"- {labels[m]}: {' '.join(chosen[m]['args']) or 'the configuration defaults'} "
+                f"(variant `{chosen[m]['variant']}`, chosen on valid)" for m in args.methods if m in chosen]
     md = [f"# {name}: {' vs '.join(labels[m] for m in args.methods)} (config `{args.config}`, "
           f"seeds {seeds_txt}, test split, mean ± std over seeds, scores × 100, {args.tokenize}-level)", "",
+          "Checkpoints selected by the validation BLEU of beam-1 decoding (fairseq `--eval-bleu`).", "",
           aggregate.reference_table(summary, args.methods, labels, args.beams, name), "",
           aggregate.long_table(summary, args.methods, labels, args.beams, floor_scores, floor_label), ""]
+    if settings:
+        md += ["Method settings tuned on valid (`--chosen`):", *settings, ""]
+    md += ["## Checkpoints selected by validation loss (teacher-forced)", "",
+           aggregate.long_table(summaries["loss"], args.methods, labels, args.beams, floor_scores, floor_label), ""]
+    same = sum(1 for res in results.values() if res["selection"].get("same"))
+    md.append(f"Both selections picked the same checkpoint in {same} of {len(results)} runs.")
     if floor_result:
         md.append(f"Trivial floor: the first {floor_result['k']} source tokens (K chosen on valid) score "
                   f"ROUGE-L {floor_scores['rouge-l']:.2f} on test.")
     train_walls = [res["train"].get("wall_s", 0.0) for res in results.values()]
+    cpu_note = f"; pre-training {pretrain['wall_s'] / 60:.1f} min" if pretrain and "wall_s" in pretrain else ""
     md.append(f"Recipe wall time this invocation: {wall_s / 60:.1f} min; training wall per run "
-              f"(when it ran): {', '.join(f'{w / 60:.1f}' for w in train_walls)} min.")
+              f"(when it ran): {', '.join(f'{w / 60:.1f}' for w in train_walls)} min{cpu_note}.")
     text = "\n".join(md) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text)
@@ -169,11 +256,14 @@ def write_outputs(args, specs, results, floor_result, wall_s: float) -> str:
                  f"{name} — config {args.config}, seeds {seeds_txt}", floor_scores)
     cfg = get_config(args.config)
     payload = {
-        "data": str(args.data.resolve()), "name": name, "config": args.config, "config_description": cfg.description,
-        "methods": args.methods, "seeds": args.seeds, "beams": args.beams, "tokenize": args.tokenize,
-        "summary": summary, "floor": floor_result, "wall_s": round(wall_s, 1),
-        "runs": {f"{sp.method}/seed{sp.seed}": {"train": res["train"], "scores": res["scores"],
-                                               "train_command": " ".join(map(shlex.quote, sp.train_command()))}
+        "identity": ident, "data": str(args.data.resolve()), "name": name, "config": args.config,
+        "config_description": cfg.description, "methods": args.methods, "seeds": args.seeds, "beams": args.beams,
+        "tokenize": args.tokenize, "chosen": chosen, "summary": summary, "summary_by_selection": summaries,
+        "floor": floor_result, "pretrain": pretrain, "wall_s": round(wall_s, 1),
+        "runs": {f"{sp.method}/seed{sp.seed}": {"train": res["train"], "selection": {
+                     k: res["selection"][k] for k in ("bleu", "loss", "same")},
+                 "scores": res["scores"], "scores_by_selection": res["by_selection"],
+                 "train_command": " ".join(map(shlex.quote, sp.train_command()))}
                  for sp, res in sorted(results.items(), key=lambda kv: (kv[0].method, kv[0].seed))},
     }
     (args.out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
@@ -184,23 +274,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         validate(args)
-    except (ValueError, FileNotFoundError) as exc:
+        chosen = load_chosen(args.chosen)
+        ident = identity(args, chosen)
+        check_identity(args, ident)  # before anything in OUT is written (floor.json included)
+    except (ValueError, FileNotFoundError, SettingsMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     start = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     floor_result = compute_floor(args)
-    specs = make_specs(args)
+    variants = {m: [v] for m, v in chosen.items()}
     try:
-        for sp in specs:  # before any work: refuse to mix runs made with other settings
+        pre = pretrain_spec(args)
+        specs = make_specs(args, variants, init=init_fields(pre))
+        for sp in [pre, *specs] if pre else specs:  # before any work: refuse to mix runs made with other settings
             check_settings(sp)
-    except SettingsMismatch as exc:
+    except (SettingsMismatch, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    pretrain_record = train(pre) if pre else None
     echo(f"[recipe] {len(specs)} runs ({', '.join(args.methods)} × seeds {args.seeds}), config {args.config}, "
          f"{args.jobs} in parallel × {specs[0].threads} threads; logs under {args.out / 'runs'}")
     results = run_all(specs, args.jobs)
-    text = write_outputs(args, specs, results, floor_result, time.time() - start)
+    text = write_outputs(args, results, floor_result, time.time() - start, ident, chosen, pretrain_record)
     echo("\n" + text)
     echo(f"[recipe] wrote {args.out / 'table.md'}, {args.out / 'results.json'}, {args.out / 'plot.png'}")
     return 0

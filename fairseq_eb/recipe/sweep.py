@@ -1,0 +1,145 @@
+"""``python -m fairseq_eb.recipe.sweep``: tune each method's own settings on the validation split only.
+
+For every method × variant of its grid × seed: train (as the table recipe does, sharing its run
+directories), decode the *valid* split at each beam with the main checkpoint selection, score. The
+variant with the highest valid ROUGE-L (mean over beams and seeds) is chosen per method and written to
+``OUT/sweep/chosen.json``; ``python -m fairseq_eb.recipe.table --out OUT --chosen OUT/sweep/chosen.json``
+then decodes the test split with the chosen settings only (the test split is never looked at here).
+Trainings are shared: the table reuses a sweep run of the chosen variant for the same seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from fairseq_eb.recipe import aggregate
+from fairseq_eb.recipe.configs import get_config
+from fairseq_eb.recipe.methods import METHODS
+from fairseq_eb.recipe.runner import echo
+from fairseq_eb.recipe.runs import SettingsMismatch, check_settings
+from fairseq_eb.recipe.table import (DEFAULT_VARIANT, build_parser, init_fields, make_specs, pretrain_spec,
+                                     run_all, train, validate)
+
+# method -> variant name -> fairseq options appended after the configuration's (the last occurrence wins)
+GRIDS: Dict[str, Dict[str, List[str]]] = {
+    "baseline": {DEFAULT_VARIANT: []},
+    "rr": {
+        f"{pool}-pt{pt}{'-warm' if warm else ''}": [
+            "--replace-pool", pool, "--replace-sample-prob", "0.5", "--replace-token-prob", str(pt),
+            *(["--replace-warmup-updates", "WARMUP"] if warm else ["--replace-warmup-updates", "0"])]
+        for pool in ("target", "vocab", "source_target") for pt in (0.1, 0.2, 0.3) for warm in (False, True)
+    },
+    "gp": {
+        **{f"eps{eps}": ["--gp-method", "exact", "--gp-epsilon", str(eps)] for eps in (0.1, 0.3, 1.0)},
+        "fgm-eps1.0": ["--gp-method", "fgm", "--gp-epsilon", "1.0"],
+    },
+}
+
+
+def grid(method: str, max_update: int, only: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
+    """The variants of ``method`` (``WARMUP`` = half the configuration's ``--max-update``), optionally filtered."""
+    variants = GRIDS.get(method, {DEFAULT_VARIANT: []})
+    names = [n for n in variants if only is None or n in only or method == "baseline"]
+    return [{"variant": n, "args": [str(max_update // 2) if a == "WARMUP" else a for a in variants[n]]}
+            for n in names]
+
+
+def _max_update(train_args: Sequence[str]) -> int:
+    args = list(train_args)
+    return int(args[args.index("--max-update") + 1]) if "--max-update" in args else 0
+
+
+def choose(results, beams: Sequence[int]) -> Dict[str, Dict[str, object]]:
+    """Per method, the variant with the highest mean valid ROUGE-L over beams and seeds (grid order breaks ties)."""
+    table: Dict[str, Dict[str, List[float]]] = {}
+    args_of: Dict[tuple, List[str]] = {}
+    for sp, res in results.items():
+        variant = sp.run_dir.parent.name
+        for beam in beams:
+            table.setdefault(sp.method, {}).setdefault(variant, []).append(float(res["scores"][beam]["rouge-l"]))
+        args_of[(sp.method, variant)] = list(sp.variant_args)
+    chosen = {}
+    for method, by_variant in table.items():
+        means = {v: sum(x) / len(x) for v, x in by_variant.items()}
+        best = max(means, key=lambda v: means[v])  # dicts keep grid order: max keeps the first of equals
+        chosen[method] = {"variant": best, "args": args_of[(method, best)], "valid_rouge_l": means[best],
+                          "all": means}
+    return chosen
+
+
+def sweep_table(results, methods: Sequence[str], beams: Sequence[int], chosen) -> str:
+    """Markdown: one row per method × variant, valid ROUGE-L per beam (mean ± std over seeds)."""
+    head = "| method | variant | " + " | ".join(f"valid ROUGE-L beam {b}" for b in beams) + " | mean | chosen |"
+    lines = [head, "|" + "---|" * (4 + len(beams))]
+    rows: Dict[tuple, Dict[int, List[float]]] = {}
+    for sp, res in results.items():
+        key = (sp.method, sp.run_dir.parent.name)
+        for b in beams:
+            rows.setdefault(key, {}).setdefault(b, []).append(float(res["scores"][b]["rouge-l"]))
+    for method in methods:
+        for (m, variant), by_beam in rows.items():
+            if m != method:
+                continue
+            cells = [aggregate.fmt(*aggregate.mean_std(by_beam[b])) for b in beams]
+            mean = sum(sum(v) / len(v) for v in by_beam.values()) / len(by_beam)
+            mark = "**yes**" if chosen.get(m, {}).get("variant") == variant else ""
+            lines.append(f"| {METHODS[m]} | `{variant}` | " + " | ".join(cells) + f" | {mean:.2f} | {mark} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    parser.prog = "python -m fairseq_eb.recipe.sweep"
+    parser.description = __doc__.split("\n\n")[0]
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="run only these variant names of the grids (default: every variant); "
+                        f"names: {', '.join(n for g in GRIDS.values() for n in g)}")
+    parser.set_defaults(seeds=[1])
+    args = parser.parse_args(argv)
+    try:
+        validate(args)
+        if args.chosen is not None:
+            raise ValueError("--chosen belongs to the table recipe, not to the sweep")
+        unknown = [v for v in args.variants or [] if not any(v in g for g in GRIDS.values())]
+        if unknown:
+            raise ValueError(f"--variants: unknown {unknown}")
+        cfg = get_config(args.config)
+        variants = {m: grid(m, _max_update(cfg.train_args), args.variants) for m in args.methods}
+        empty = [m for m, v in variants.items() if not v]
+        if empty:
+            raise ValueError(f"--variants selects no variant of {empty}")
+        pre = pretrain_spec(args)
+        specs = make_specs(args, variants, subset="valid", selections=("bleu",), init=init_fields(pre))
+        for sp in [pre, *specs] if pre else specs:
+            check_settings(sp)
+    except (ValueError, FileNotFoundError, SettingsMismatch) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    start = time.time()
+    if pre:
+        train(pre)
+    echo(f"[sweep] {len(specs)} runs on valid ({', '.join(f'{m}: {len(v)}' for m, v in variants.items())} variants "
+         f"× seeds {args.seeds}), config {args.config}")
+    results = run_all(specs, args.jobs)
+    chosen = choose(results, args.beams)
+    text = (f"# Sweep on the validation split (config `{args.config}`, seeds {', '.join(map(str, args.seeds))}, "
+            f"main checkpoint selection, ROUGE-L × 100)\n\n" + sweep_table(results, args.methods, args.beams, chosen)
+            + f"\n\nChosen per method: highest mean valid ROUGE-L over beams {args.beams} and seeds. "
+            f"Wall time this invocation: {(time.time() - start) / 60:.1f} min.\n")
+    out = args.out / "sweep"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sweep.md").write_text(text)
+    (out / "chosen.json").write_text(json.dumps({"config": args.config, "seeds": args.seeds, "beams": args.beams,
+                                                 "chosen": chosen}, indent=1) + "\n")
+    echo("\n" + text)
+    echo(f"[sweep] wrote {out / 'sweep.md'} and {out / 'chosen.json'}; next: python -m fairseq_eb.recipe.table "
+         f"--out {args.out} --chosen {out / 'chosen.json'} ...")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
