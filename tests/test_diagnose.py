@@ -167,7 +167,7 @@ def test_search_and_model_errors_on_the_articles_toy_distribution():
               "net_input": {"src_tokens": torch.full((4, 2), a), "src_lengths": torch.full((4,), 2),
                             "prev_output_tokens": torch.cat([torch.full((4, 1), eos), target[:, :-1]], 1)}}
     out = diagnose_batches(model, d, [sample], lambda beam: SequenceGenerator([model], d, beam_size=beam),
-                           rates=[0.0, 0.5], beams=[1, 2])
+                           rates=[0.0, 1.0], beams=[1, 2])
     s = out["sentences"]
     assert [s[i]["hyps"][1] for i in range(4)] == ["a b"] * 4  # greedy: 0.6 * 0.55 = 0.33
     assert [s[i]["hyps"][2] for i in range(4)] == ["c d"] * 4  # beam 2: 0.4 * 0.9 = 0.36
@@ -179,3 +179,29 @@ def test_search_and_model_errors_on_the_articles_toy_distribution():
     assert math.isclose(greedy["mean_logprob_hyp"], math.log(0.33), rel_tol=1e-6)
     assert math.isclose(beam2["mean_logprob_ref"], sum(map(math.log, (0.36, 0.33, 0.27, 0.04))) / 4, rel_tol=1e-6)
     assert out["teacher_forced"]["ntokens"] == 12
+
+
+def test_error_recovery_on_the_articles_toy_distribution():
+    """r = 1: every input y1, y2 becomes the model's own guess (a first, then b after a, d after c)."""
+    from fairseq.sequence_generator import SequenceGenerator
+
+    from fairseq_eb.diagnose import diagnose_batches
+
+    model, d, (a, b, c, dd) = toy_model()
+    eos = d.eos()
+    target = torch.tensor([r + [eos] for r in ([c, dd], [a, b], [a, dd], [c, b])])
+    sample = {"id": torch.arange(4), "target": target,
+              "net_input": {"src_tokens": torch.full((4, 2), a), "src_lengths": torch.full((4,), 2),
+                            "prev_output_tokens": torch.cat([torch.full((4, 1), eos), target[:, :-1]], 1)}}
+    out = diagnose_batches(model, d, [sample], lambda beam: SequenceGenerator([model], d, beam_size=beam),
+                           rates=[0.0, 1.0], beams=[1])
+    own = out["recovery"]["own"][1]
+    # changed inputs: (c,d): c->a; (a,b): none (the guesses are right); (a,d): d->b; (c,b): c->a, b->d
+    assert own["selected_share"] == 1.0 and own["changed_share_of_selected"] == 0.5
+    # next steps: predict d after a (.45 instead of .9), EOS after b (1 = 1), b after a (.55 instead of .1),
+    # EOS after d (1 = 1)
+    assert own["next"]["n"] == 4
+    assert math.isclose(own["next"]["delta_nll"], (math.log(0.9 / 0.45) + math.log(0.1 / 0.55)) / 4, rel_tol=1e-6)
+    # argmax after a is b: (c,b) now right at step 1, (c,d) now wrong; both EOS steps stay right
+    assert own["next"]["accuracy"] == own["next"]["accuracy_clean"] == 0.75
+    assert own["later"]["n"] == 1 and own["later"]["delta_nll"] == 0.0  # (c,d): EOS after gold d
