@@ -14,7 +14,7 @@ import torch
 
 from tests.fairseq_cli import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_fairseq
 
-from fairseq_eb.diagnose import diagnose_batches, loader, run_diagnosis
+from fairseq_eb.diagnose import diagnose_batches, headline, loader, run_diagnosis
 from fairseq_eb.diagnose.cli import main
 
 
@@ -134,6 +134,12 @@ def test_run_diagnosis_bounded_and_shares_sum_to_one(checkpoint, toy_bin):
 
     assert result["references"]["repeat_share"] == repeated_ngram_share(refs, 2)
     json.dumps(result)  # JSON-ready
+    head = headline(result, 0.3)
+    own = next(r for r in result["recovery"]["own"] if r["rate"] == 0.3)
+    assert head["delta_nll_own"] == own["next"]["delta_nll"] == own["next"]["nll"] - own["next"]["nll_clean"]
+    assert head["repeat_share"][3] == result["beams"][1]["repeat_share"] and set(head["model_error"]) == {1, 3}
+    with pytest.raises(KeyError):
+        headline(result, 0.2)
 
 
 def test_cli_writes_json_markdown_png(checkpoint, toy_bin, tmp_path):

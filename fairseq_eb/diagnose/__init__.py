@@ -6,8 +6,8 @@ imported when a checkpoint is loaded.
 """
 from fairseq_eb.diagnose.errors import DiagnoseError
 from fairseq_eb.diagnose.repetition import has_repeated_ngram, repeated_ngram_share
-from fairseq_eb.diagnose.report import markdown, write_report
+from fairseq_eb.diagnose.report import headline, markdown, write_report
 from fairseq_eb.diagnose.runner import diagnose_batches, run_diagnosis
 
 __all__ = ["run_diagnosis", "diagnose_batches", "repeated_ngram_share", "has_repeated_ngram",
-           "write_report", "markdown", "DiagnoseError"]
+           "write_report", "markdown", "headline", "DiagnoseError"]

@@ -16,6 +16,27 @@ def _row_at(rows: List[dict], rate: float) -> Optional[dict]:
     return next((r for r in rows if abs(r["rate"] - rate) < 1e-12), None)
 
 
+def headline(result: Dict, rate: float = 0.3) -> Dict[str, object]:
+    """The few numbers a results table shows: ΔNLL right after own / random errors at ``rate``, and per beam
+    the repeated-n-gram share (with the references') and the share of model errors (raw scores).
+
+    Raises ``KeyError`` when ``rate`` was not measured.
+    """
+    rows = {kind: _row_at(result["recovery"][kind], rate) for kind in ("own", "random")}
+    missing = [k for k, r in rows.items() if r is None]
+    if missing:
+        raise KeyError(f"rate {rate} not measured; measured: {[r['rate'] for r in result['recovery']['own']]}")
+    return {
+        "rate": rate,
+        "delta_nll_own": rows["own"]["next"]["delta_nll"],
+        "delta_nll_random": rows["random"]["next"]["delta_nll"],
+        "changed_share_own": rows["own"]["changed_share"],
+        "repeat_share": {b["beam"]: b["repeat_share"] for b in result["beams"]},
+        "ref_repeat_share": result["references"]["repeat_share"],
+        "model_error": {b["beam"]: b["search_vs_model"]["raw"]["model_error"] for b in result["beams"]},
+    }
+
+
 def markdown(result: Dict) -> str:
     """Two Markdown tables: error recovery by rate, and the beam curve with search/model errors."""
     rec = result["recovery"]
