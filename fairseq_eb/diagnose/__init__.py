@@ -1,0 +1,13 @@
+"""Diagnose exposure bias of a fairseq seq2seq checkpoint (``fairseq-eb-diagnose``; see ``docs/diagnose.md``).
+
+``run_diagnosis(data_bin, checkpoint, ...)`` measures error recovery, the beam curve and search vs model
+errors; ``repeated_ngram_share(texts, n)`` is the repetition share on plain strings. fairseq is only
+imported when a checkpoint is loaded.
+"""
+from fairseq_eb.diagnose.errors import DiagnoseError
+from fairseq_eb.diagnose.repetition import has_repeated_ngram, repeated_ngram_share
+from fairseq_eb.diagnose.report import headline, markdown, write_report
+from fairseq_eb.diagnose.runner import diagnose_batches, run_diagnosis
+
+__all__ = ["run_diagnosis", "diagnose_batches", "repeated_ngram_share", "has_repeated_ngram",
+           "write_report", "markdown", "headline", "DiagnoseError"]

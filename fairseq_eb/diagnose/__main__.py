@@ -1,0 +1,3 @@
+from fairseq_eb.diagnose.cli import main
+
+main()

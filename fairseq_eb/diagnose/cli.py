@@ -1,0 +1,70 @@
+"""``fairseq-eb-diagnose``: measure exposure bias of a seq2seq checkpoint (see ``docs/diagnose.md``)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional
+
+from fairseq_eb.diagnose.errors import DiagnoseError
+from fairseq_eb.diagnose.runner import DEFAULT_BEAMS, DEFAULT_RATES, validate_options
+
+PROG = "fairseq-eb-diagnose"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Measure exposure bias of a fairseq seq2seq checkpoint: "
+                                "error recovery, beam curve with repetition, search vs model errors.")
+    p.add_argument("data_bin", metavar="DATA_BIN", help="binarised data (fairseq-preprocess --destdir)")
+    p.add_argument("--path", required=True, metavar="CHECKPOINT", help="the checkpoint to diagnose")
+    p.add_argument("--out", required=True, metavar="DIR", help="writes DIR/diagnose.{json,md,png}")
+    p.add_argument("--user-dir", default=None, help="fairseq --user-dir (default: this plugin)")
+    p.add_argument("--subset", default="valid", help="data split (default: valid)")
+    p.add_argument("--beams", type=int, nargs="+", default=list(DEFAULT_BEAMS), help="beam sizes (>= 1)")
+    p.add_argument("--corrupt-rates", type=float, nargs="+", default=list(DEFAULT_RATES),
+                   help="shares r in [0, 1] of decoder-input tokens to corrupt")
+    p.add_argument("--max-sentences", type=int, default=None, help="use only the split's first N sentences")
+    p.add_argument("--max-tokens", type=int, default=4096, help="tokens per batch (default 4096)")
+    p.add_argument("--batch-size", type=int, default=None, help="sentences per batch (default: by --max-tokens)")
+    p.add_argument("--ref-file", default=None, help="references, one line per sentence of the split, in id order "
+                   "(default: the split's targets, detokenised)")
+    p.add_argument("--tokenize", choices=("word", "char"), default="word",
+                   help="tokenisation for scores, lengths and repetition (char: Chinese)")
+    p.add_argument("--spm-model", default=None, help="SentencePiece model to detokenise the pieces with")
+    p.add_argument("--ngram", type=int, default=2, help="n of the repeated-n-gram share (default 2)")
+    p.add_argument("--max-len-a", type=float, default=0.0, help="beam search max length = a * src_len + b")
+    p.add_argument("--max-len-b", type=int, default=200, help="see --max-len-a")
+    p.add_argument("--seed", type=int, default=1, help="seed of the corrupted positions and tokens")
+    p.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    # fairseq's text_to_speech task calls logging.basicConfig(DEBUG) on import: keep fairseq's INFO
+    # lines, drop matplotlib's font-search chatter
+    logging.getLogger().setLevel(logging.INFO)
+    for name in ("matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        validate_options(args.beams, args.corrupt_rates, args.max_sentences, args.ngram, args.max_tokens)
+        from fairseq_eb.diagnose.report import write_report
+        from fairseq_eb.diagnose.runner import run_diagnosis
+
+        result = run_diagnosis(
+            args.data_bin, args.path, subset=args.subset, beams=args.beams, corrupt_rates=args.corrupt_rates,
+            max_sentences=args.max_sentences, max_tokens=args.max_tokens, batch_size=args.batch_size,
+            ref_file=args.ref_file, tokenize=args.tokenize, spm_model=args.spm_model, ngram=args.ngram,
+            user_dir=args.user_dir, cpu=args.cpu, seed=args.seed, max_len_a=args.max_len_a,
+            max_len_b=args.max_len_b, progress=not args.no_progress)
+        paths = write_report(result, args.out)
+    except DiagnoseError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(paths["markdown"].read_text(), end="")
+    print(f"{PROG}: wrote {paths['json']}, {paths['markdown']}, {paths['png']}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
