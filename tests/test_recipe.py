@@ -152,6 +152,12 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "| toy | 1 | baseline / RR+GP |" in table and "| toy | 2 | baseline / RR+GP |" in table
     assert "source words" in table
+    assert "## Exposure-bias diagnostics" in table and "## Checkpoints selected by validation loss" in table
+    for method in ("baseline", "rr_gp"):
+        head = results["runs"][f"{method}/seed1"]["diagnosis"]
+        assert head["rate"] == 0.3 and head["delta_nll_own"] is not None
+        assert 0.0 <= results["summary"][method]["1"]["repeat-2"]["mean"] <= 100.0
+        assert (out / "runs" / method / "default" / "seed1" / "diagnose" / "diagnose.json").exists()
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # second invocation: nothing is retrained or regenerated; a deleted score is recomputed alone

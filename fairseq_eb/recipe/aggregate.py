@@ -83,3 +83,19 @@ def long_table(summary, methods: Sequence[str], labels: Mapping[str, str], beams
         cells = [f"{float(floor[k]):.2f}" for k, _ in TABLE_METRICS]
         lines.append(f"| – | {floor_label} | " + " | ".join(cells) + " | | |")
     return "\n".join(lines)
+
+
+def diagnostics_table(summary, diagnostics: Mapping[str, Mapping[str, Tuple[float, Optional[float]]]],
+                      methods: Sequence[str], labels: Mapping[str, str], beams: Sequence[int]) -> str:
+    """Per method: repeated-2-gram share of the test outputs at each beam, ΔNLL after own errors, model errors."""
+    head = ("| method | " + " | ".join(f"repeated 2-gram % beam {b}" for b in beams)
+            + " | ΔNLL after own error (r=0.3, valid) | model err. beam 1 (valid) |")
+    lines = [head, "|" + "---|" * (3 + len(beams))]
+    for m in methods:
+        reps = [fmt(summary[m][b]["repeat-2"]["mean"], summary[m][b]["repeat-2"]["std"], 1)
+                if "repeat-2" in summary[m][b] else "–" for b in beams]
+        d = diagnostics.get(m, {})
+        nll = fmt(*d["delta_nll_own"], digits=3) if "delta_nll_own" in d else "–"
+        err = fmt(*d["model_error"], digits=2) if "model_error" in d else "–"
+        lines.append(f"| {labels[m]} | " + " | ".join(reps) + f" | {nll} | {err} |")
+    return "\n".join(lines)

@@ -47,6 +47,8 @@ class RunSpec:
     init_settings: Optional[Dict[str, object]] = None
     # checkpoint selections decoded (fairseq_eb.recipe.selection.SELECTIONS); sweeps decode the main one only
     selections: Sequence[str] = tuple(SELECTIONS)
+    # run fairseq-eb-diagnose (error recovery on DIAGNOSE_SENTENCES valid sentences) on the main selection
+    diagnose: bool = True
 
     @property
     def tag(self) -> str:
@@ -178,6 +180,46 @@ def score(spec: RunSpec, beam: int, generated: Path, selection: str = "bleu") ->
     return result
 
 
+# bounded so that the diagnosis adds at most ~10% to a demo run
+DIAGNOSE_SENTENCES = 200
+DIAGNOSE_RATE = 0.3
+
+
+def _generate_flag(spec: RunSpec, flag: str, default: str) -> str:
+    args = list(spec.cfg.generate_args)
+    return args[args.index(flag) + 1] if flag in args else default
+
+
+def diagnose(spec: RunSpec) -> Dict[str, object]:
+    """``fairseq-eb-diagnose`` of the main selection on the first valid sentences (error recovery at
+    r = 0 and DIAGNOSE_RATE, beam 1, search vs model errors); returns its headline numbers."""
+    from fairseq_eb.diagnose.report import headline
+
+    out = spec.run_dir / "diagnose"
+    result_path = out / "diagnose.json"
+    if not result_path.exists():
+        spm = spec.data_dir / "spm.model"
+        cmd = [sys.executable, "-m", "fairseq_eb.diagnose", str(spec.data_dir / "bin"), "--path", str(spec.checkpoint),
+               "--out", str(out), "--subset", "valid", "--beams", "1", "--corrupt-rates", "0", str(DIAGNOSE_RATE),
+               "--max-sentences", str(DIAGNOSE_SENTENCES), "--tokenize", spec.tokenize, "--seed", str(spec.seed),
+               "--max-len-a", _generate_flag(spec, "--max-len-a", "0"),
+               "--max-len-b", _generate_flag(spec, "--max-len-b", "200"), "--no-progress",
+               *(["--spm-model", str(spm)] if spm.exists() else []), *(["--cpu"] if "--cpu" in spec.device_args else [])]
+        echo(f"[{spec.tag}] fairseq-eb-diagnose -> {out}")
+        run_logged(cmd, spec.run_dir / "diagnose.log", f"{spec.tag} diagnose", env=_thread_env(spec.threads))
+    return headline(json.loads(result_path.read_text()), DIAGNOSE_RATE)
+
+
+def repetition(spec: RunSpec, generated: Path) -> float:
+    """Share of the decoded hypotheses that repeat a word bigram (degenerate repetition, docs/diagnose.md)."""
+    from fairseq_eb.diagnose.repetition import repeated_ngram_share
+    from fairseq_eb.scoring import read_generate_output
+
+    spm = spec.data_dir / "spm.model"
+    hyps, _ = read_generate_output(str(generated), spm_model=str(spm) if spm.exists() else None)
+    return repeated_ngram_share(hyps, 2, spec.tokenize)
+
+
 def execute(spec: RunSpec) -> Dict[str, object]:
     """All steps of one run; returns ``{"train", "selection", "scores" (main selection), "by_selection"}``.
 
@@ -191,7 +233,12 @@ def execute(spec: RunSpec) -> Dict[str, object]:
         if selection != "bleu" and chosen.get("same") and "bleu" in by_selection:
             by_selection[selection] = by_selection["bleu"]
             continue
-        by_selection[selection] = {beam: score(spec, beam, generate(spec, beam, selection), selection)
-                                   for beam in spec.beams}
+        by_selection[selection] = {}
+        for beam in spec.beams:
+            generated = generate(spec, beam, selection)
+            scores = dict(score(spec, beam, generated, selection))
+            scores["repeat-2"] = 100.0 * repetition(spec, generated)
+            by_selection[selection][beam] = scores
+    diagnosis = diagnose(spec) if spec.diagnose else None
     return {"train": record, "selection": chosen, "scores": by_selection[spec.selections[0]],
-            "by_selection": by_selection}
+            "by_selection": by_selection, "diagnosis": diagnosis}

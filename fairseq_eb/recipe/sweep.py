@@ -113,7 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if empty:
             raise ValueError(f"--variants selects no variant of {empty}")
         pre = pretrain_spec(args)
-        specs = make_specs(args, variants, subset="valid", selections=("bleu",), init=init_fields(pre))
+        specs = make_specs(args, variants, subset="valid", selections=("bleu",), init=init_fields(pre),
+                           diagnose=False)
         for sp in [pre, *specs] if pre else specs:
             check_settings(sp)
     except (ValueError, FileNotFoundError, SettingsMismatch) as exc:

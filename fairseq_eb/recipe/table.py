@@ -143,7 +143,7 @@ def init_fields(spec: Optional[PretrainSpec]) -> Dict[str, object]:
 
 def make_specs(args: argparse.Namespace, variants: Optional[Dict[str, List[Dict[str, object]]]] = None,
                subset: str = "test", selections: Sequence[str] = tuple(SELECTIONS),
-               init: Optional[Dict[str, object]] = None) -> List[RunSpec]:
+               init: Optional[Dict[str, object]] = None, diagnose: bool = True) -> List[RunSpec]:
     """One RunSpec per method × variant × seed, under OUT/runs/<method>/<variant>/seed<S>.
 
     ``variants``: method -> [{"variant", "args"}]; a method without an entry runs the configuration's own
@@ -162,7 +162,8 @@ def make_specs(args: argparse.Namespace, variants: Optional[Dict[str, List[Dict[
                                      run_dir=args.out / "runs" / m / str(v["variant"]) / f"seed{s}", cfg=cfg,
                                      beams=args.beams, tokenize=args.tokenize, device_args=dev,
                                      extra_train_args=extra, threads=threads, variant_args=tuple(v["args"]),
-                                     subset=subset, selections=tuple(selections), **(init or {})))
+                                     subset=subset, selections=tuple(selections), diagnose=diagnose,
+                                     **(init or {})))
     # seed by seed (an interrupted table still has whole seeds), most expensive method first within a seed
     # (GP's double backward) so parallel workers finish at about the same time
     order = {s: i for i, s in enumerate(args.seeds)}
@@ -215,12 +216,35 @@ def collect(results, selection: str) -> Dict[str, Dict[int, Dict[int, Dict[str, 
     return scores
 
 
+def diagnostics(results) -> Dict[str, Dict[str, object]]:
+    """method -> {"delta_nll_own": (mean, std), "model_error": (mean, std)} over seeds (runs that were diagnosed)."""
+    values: Dict[str, Dict[str, List[float]]] = {}
+    for sp, res in results.items():
+        head = res.get("diagnosis")
+        if not head:
+            continue
+        values.setdefault(sp.method, {}).setdefault("delta_nll_own", []).append(float(head["delta_nll_own"]))
+        model_error = head["model_error"].get(1, head["model_error"].get("1"))
+        values[sp.method].setdefault("model_error", []).append(float(model_error))
+    return {m: {k: aggregate.mean_std(v) for k, v in d.items()} for m, d in values.items()}
+
+
+def reference_repetition(args) -> float:
+    """% of the test references that repeat a word bigram (what natural titles do)."""
+    from fairseq_eb.diagnose.repetition import repeated_ngram_share
+
+    refs = args.data / "raw" / "test.tgt"
+    if not refs.exists():
+        return float("nan")
+    return 100.0 * repeated_ngram_share(refs.read_text(encoding="utf-8").splitlines(), 2, args.tokenize)
+
+
 def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, object],
                   chosen: Dict[str, Dict[str, object]], pretrain: Optional[Dict[str, object]] = None) -> str:
     """table.md, results.json and plot.png under OUT; returns the Markdown text."""
     from fairseq_eb.recipe.plot import plot_summary
 
-    metrics = [k for k, _ in aggregate.TABLE_METRICS] + ["sacrebleu"]
+    metrics = [k for k, _ in aggregate.TABLE_METRICS] + ["sacrebleu", "repeat-2"]
     summaries = {sel: aggregate.summarise(collect(results, sel), metrics) for sel in SELECTIONS}
     summary = summaries["bleu"]
     labels = METHODS
@@ -238,6 +262,13 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
           aggregate.long_table(summary, args.methods, labels, args.beams, floor_scores, floor_label), ""]
     if settings:
         md += ["Method settings tuned on valid (`--chosen`):", *settings, ""]
+    md += ["## Exposure-bias diagnostics", "",
+           aggregate.diagnostics_table(summary, diagnostics(results), args.methods, labels, args.beams), "",
+           "repeated 2-gram = % of test outputs that repeat a word bigram (references: "
+           f"{reference_repetition(args):.1f}%); ΔNLL = increase of the gold token's NLL (nats) right after a "
+           "decoder input replaced by the model's own argmax (r = 0.3 of the inputs) vs gold inputs, on the first "
+           "200 valid sentences; model err. = share of those sentences whose reference the model scores below its "
+           "own beam-1 output (fairseq-eb-diagnose, docs/diagnose.md).", ""]
     md += ["## Checkpoints selected by validation loss (teacher-forced)", "",
            aggregate.long_table(summaries["loss"], args.methods, labels, args.beams, floor_scores, floor_label), ""]
     same = sum(1 for res in results.values() if res["selection"].get("same"))
@@ -260,7 +291,8 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
         "config_description": cfg.description, "methods": args.methods, "seeds": args.seeds, "beams": args.beams,
         "tokenize": args.tokenize, "chosen": chosen, "summary": summary, "summary_by_selection": summaries,
         "floor": floor_result, "pretrain": pretrain, "wall_s": round(wall_s, 1),
-        "runs": {f"{sp.method}/seed{sp.seed}": {"train": res["train"], "selection": {
+        "diagnostics": diagnostics(results),
+        "runs": {f"{sp.method}/seed{sp.seed}": {"train": res["train"], "diagnosis": res.get("diagnosis"), "selection": {
                      k: res["selection"][k] for k in ("bleu", "loss", "same")},
                  "scores": res["scores"], "scores_by_selection": res["by_selection"],
                  "train_command": " ".join(map(shlex.quote, sp.train_command()))}
