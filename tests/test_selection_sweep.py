@@ -108,3 +108,14 @@ def test_finetune_prep_subsets_and_pretraining_text(toy_bin, tmp_path):
     assert (out / "bin" / "train.src-tgt.src.bin").stat().st_mtime_ns == mtime
     with pytest.raises(finetune.PrepError, match="must be >= 1"):
         finetune.prepare(fake, tmp_path / "x", train_subset=0, valid_subset=10, seed=3)
+
+
+def test_select_without_eval_bleu_uses_fairseqs_best(tmp_path):
+    ck = tmp_path / "checkpoints"
+    ck.mkdir()
+    (ck / "checkpoint_best.pt").write_text("best")
+    log = tmp_path / "train.log"
+    log.write_text("x | valid | epoch 001 | valid on 'valid' subset | loss 7.5 | nll_loss 6.9 | num_updates 80\n")
+    result = selection.select(ck, log)
+    assert result["same"] and result["bleu"] is None and result["loss"]["num_updates"] == 80
+    assert (ck / "checkpoint_best_loss.pt").read_text() == "best"

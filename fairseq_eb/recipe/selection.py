@@ -80,7 +80,14 @@ def select(checkpoints: Path, log_path: Path) -> Dict[str, object]:
         return json.loads(out.read_text())
     text = log_path.read_text(encoding="utf-8", errors="replace")
     validations = parse_validations(text)
-    by_loss, by_bleu = best(validations, "loss"), best(validations, "bleu")
+    by_loss = best(validations, "loss")
+    if all(v.bleu is None for v in validations):
+        # trained without --eval-bleu: fairseq's checkpoint_best.pt is already the lowest-loss one
+        shutil.copyfile(checkpoints / SELECTIONS["bleu"], checkpoints / SELECTIONS["loss"])
+        result = {"bleu": None, "loss": asdict(by_loss), "same": True, "validations": [asdict(v) for v in validations]}
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        return result
+    by_bleu = best(validations, "bleu")
     saved = parse_saved(text)
     source = saved.get(by_loss.num_updates)
     if source is None or not Path(source).exists():
