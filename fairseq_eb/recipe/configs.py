@@ -148,7 +148,7 @@ _FT_MODEL = _transformer(2, 128, 512, 4)
 _register(RecipeConfig(
     name="finetune",
     description="denoising pre-training (1,200 updates on the training-split text) then fine-tuning a 2+2-layer "
-    "d=128 model on a 5k-pair subset until the valid BLEU stops improving (patience 6 x 80 updates)",
+    "d=128 model on a 5k-pair subset until the valid BLEU stops improving (patience 5 x 80 updates, at most 2,400)",
     pretrain_args=tuple(_FT_MODEL + _adam(3e-3, 120, 1200) + _budget(1200, 400) + [
         "--task", "denoising", "--mask", "0.3", "--mask-random", "0.1", "--mask-length", "span-poisson",
         "--poisson-lambda", "3.5", "--replace-length", "1", "--rotate", "0", "--permute-sentences", "0",
@@ -156,8 +156,8 @@ _register(RecipeConfig(
         "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
         "--max-tokens", "4096", "--dropout", "0.1", "--log-interval", "50",
     ]),
-    train_args=tuple(_FT_MODEL + _adam(5e-4, 100, 3000) + _budget(3000, 80, max_epoch=60)
-                     + _select_by_generation(48, patience=6) + [
+    train_args=tuple(_FT_MODEL + _adam(5e-4, 100, 2400) + _budget(2400, 80, max_epoch=60)
+                     + _select_by_generation(48, patience=5) + [
         "--max-tokens", "2048", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "40",
     ]),
     rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3"),
