@@ -7,7 +7,7 @@
 #   VALID   a TSV file, or a number N to hold out N training examples instead
 #   recipe options go to python -m fairseq_eb.recipe.table (e.g. --seeds 1 2 --jobs 2 --methods baseline gp)
 # Environment (defaults for Chinese): TOKENIZE=char (word for space-separated languages), VOCAB=6000,
-#   MAX_SRC=256 (source pieces kept), CONFIG=full (see fairseq_eb/recipe/configs.py), OUT=DIR/table.
+#   MAX_SRC=256 (source pieces kept), CONFIG=converged (see fairseq_eb/recipe/configs.py), OUT=DIR/table.
 # Example (the 1k+1k CSL sample; far too small for real conclusions, it only exercises the path):
 #   scripts/run_table.sh data/csl csl ../shared/data/csl_ts/dev.tsv 100 ../shared/data/csl_ts/test.tsv \
 #       --config demo --seeds 1 --jobs 2
@@ -28,4 +28,4 @@ bash "$ROOT/scripts/setup.sh"
 bash "$ROOT/scripts/prepare_tsv.sh" "$DIR" "$FORMAT" "$TRAIN" "$VALID" "$TEST" \
   --vocab-size "${VOCAB:-6000}" --max-src-pieces "${MAX_SRC:-256}" "${CHAR[@]}"
 exec "$PY" -m fairseq_eb.recipe.table --data "$DIR" --out "${OUT:-$DIR/table}" --tokenize "$TOKENIZE" \
-  --config "${CONFIG:-full}" "$@"
+  --config "${CONFIG:-converged}" "$@"

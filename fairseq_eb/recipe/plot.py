@@ -10,8 +10,11 @@ from fairseq_eb.recipe.aggregate import TABLE_METRICS
 def plot_summary(summary, methods: Sequence[str], labels: Mapping[str, str], beams: Sequence[int],
                  out: Path, title: str, floor: Optional[Mapping[str, float]] = None) -> Path:
     """Write a PNG with one panel per metric (ROUGE-L, ROUGE-1, ROUGE-2, BLEU)."""
+    import logging
+
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font search logs at DEBUG otherwise
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
