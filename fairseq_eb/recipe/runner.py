@@ -31,7 +31,7 @@ class StepFailed(RuntimeError):
 
 
 def run_logged(cmd: Sequence[str], log_path: Path, tag: str, env: Optional[Mapping[str, str]] = None,
-               stdout_path: Optional[Path] = None, quiet: bool = False) -> float:
+               stdout_path: Optional[Path] = None) -> float:
     """Run ``cmd``; stderr (and stdout unless ``stdout_path``) go to ``log_path`` and the console.
 
     ``stdout_path``: the command's stdout is written there instead (atomically: ``.tmp`` then rename).
@@ -59,7 +59,7 @@ def run_logged(cmd: Sequence[str], log_path: Path, tag: str, env: Optional[Mappi
                 for line in stream:
                     log.write(line)
                     log.flush()
-                    if not quiet and _worth_echoing(line):
+                    if _worth_echoing(line):
                         echo(f"[{tag}] {line.rstrip()}")
                 code = proc.wait()
             except BaseException:
