@@ -16,7 +16,7 @@ from argparse import Namespace
 
 import torch
 
-import fairseq_eb  # noqa: F401  (registers the task, applies shims)
+import fairseq_eb
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 from fairseq.data import Dictionary
 from fairseq.models.transformer import TransformerModel, base_architecture
@@ -26,6 +26,8 @@ from fairseq_eb.tasks.translation_with_replacement import (
     TranslationWithReplacementConfig,
     TranslationWithReplacementTask,
 )
+
+fairseq_eb.register()  # the shims, as under --user-dir
 
 
 def make_dictionary(size: int) -> Dictionary:
