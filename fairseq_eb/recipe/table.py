@@ -1,4 +1,4 @@
-"""``python -m fairseq_eb.recipe.table``: the reference experiment (SPEC §4) as one resumable command.
+"""``python -m fairseq_eb.recipe.table``: the reference experiment (docs/method.md §6) as one resumable command.
 
 For each method and seed: fairseq-train (checkpoint_best.pt = lowest validation loss), fairseq-generate
 on the test split at each beam size, score with :mod:`fairseq_eb.scoring`; then mean ± std over seeds as
@@ -17,11 +17,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_eb.choices import check_choice
 from fairseq_eb.recipe import aggregate, floor
 from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.methods import METHODS, check_methods
 from fairseq_eb.recipe.runner import echo
 from fairseq_eb.recipe.runs import RunSpec, SettingsMismatch, check_settings, execute
+from fairseq_eb.scoring.metrics import METRIC_TITLES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,10 +55,8 @@ def validate(args: argparse.Namespace) -> None:
     """Fail early, naming the option and its valid values."""
     get_config(args.config)
     args.methods = check_methods(args.methods)
-    if args.tokenize not in floor.TOKENIZE_CHOICES:
-        raise ValueError(f"--tokenize must be one of {{{', '.join(floor.TOKENIZE_CHOICES)}}}, got {args.tokenize!r}")
-    if args.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device must be one of {{auto, cpu, cuda}}, got {args.device!r}")
+    check_choice("--tokenize", args.tokenize, floor.TOKENIZE_CHOICES)
+    check_choice("--device", args.device, ("auto", "cpu", "cuda"))
     if not args.beams or any(b < 1 for b in args.beams):
         raise ValueError(f"--beams must be integers >= 1, got {args.beams}")
     if not args.seeds:
@@ -144,7 +144,7 @@ def write_outputs(args, specs, results, floor_result, wall_s: float) -> str:
     for sp, res in results.items():
         for beam, sc in res["scores"].items():
             scores.setdefault(sp.method, {}).setdefault(beam, {})[sp.seed] = sc
-    metrics = [k for k, _ in aggregate.TABLE_METRICS] + ["sacrebleu"]
+    metrics = [k for k, _ in METRIC_TITLES]
     summary = aggregate.summarise(scores, metrics)
     labels = METHODS
     name = args.name or args.data.resolve().name
