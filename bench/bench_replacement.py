@@ -15,12 +15,12 @@ import time
 from argparse import Namespace
 
 import torch
-
-import fairseq_eb
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 from fairseq.data import Dictionary
 from fairseq.models.transformer import TransformerModel, base_architecture
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+import fairseq_eb
 from fairseq_eb.corruption import corrupt_decoder_input
 from fairseq_eb.tasks.translation_with_replacement import (
     TranslationWithReplacementConfig,

@@ -68,8 +68,8 @@ def main() -> None:
         probe = subprocess.run([sys.executable, "-c", "import fairseq_eb; print(fairseq_eb.__file__)"], env=env,
                                capture_output=True, text=True, check=True, cwd=tmp).stdout.strip()
         print(f"fairseq_eb from {probe}; {args.repeats} runs each, median (min-max) wall seconds")
-        cases = [(f"fairseq-eb-score, {args.pairs} pairs, --tokenize {mode}", score + write_pairs(Path(tmp), args.pairs, mode))
-                 for mode in ("word", "char")]
+        cases = [(f"fairseq-eb-score, {args.pairs} pairs, --tokenize {mode}",
+                  score + write_pairs(Path(tmp), args.pairs, mode)) for mode in ("word", "char")]
         cases.append(("fairseq-eb-user-dir", user_dir))
         for name, cmd in cases:
             times = wall(cmd, env, args.repeats, tmp)

@@ -55,8 +55,9 @@ def _tail_dropping_batch_by_size(indices, num_tokens_fn, num_tokens_vec=None, ma
                                  required_batch_size_multiple=1, fixed_shapes=None):
     """A stand-in for the faulty compiled kernel: batches of ``max_sentences``, rounded down to the
     multiple, and the last incomplete multiple silently dropped."""
-    size = max(required_batch_size_multiple, max_sentences // required_batch_size_multiple * required_batch_size_multiple)
-    full = len(indices) // required_batch_size_multiple * required_batch_size_multiple
+    mult = required_batch_size_multiple
+    size = max(mult, max_sentences // mult * mult)
+    full = len(indices) // mult * mult
     return [np.asarray(indices[i:min(i + size, full)]) for i in range(0, full, size)]
 
 

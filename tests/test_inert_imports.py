@@ -39,7 +39,8 @@ def test_import_after_fairseq_registers_and_register_is_explicit_otherwise():
     assert out == ["False", "True", "True"]
     code = ("import fairseq, fairseq_eb, fairseq.criterions as c\n"
             "print('label_smoothed_cross_entropy_with_gp' in c.CRITERION_REGISTRY)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["True"]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True"]
 
 
 def test_user_dir_command_prints_the_package_dir_and_help():

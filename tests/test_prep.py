@@ -10,8 +10,15 @@ from fairseq_eb.prep import debian, tsv
 from fairseq_eb.prep.binarize import binarize, encode_splits, train_spm
 from fairseq_eb.prep.binarize import main as binarize_main
 from fairseq_eb.prep.common import PrepError
-from fairseq_eb.prep.debian_parse import (Entry, Limits, build_splits, group_key, is_transitional,
-                                          parse_translation, split_of)
+from fairseq_eb.prep.debian_parse import (
+    Entry,
+    Limits,
+    build_splits,
+    group_key,
+    is_transitional,
+    parse_translation,
+    split_of,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CSL = Path(__file__).resolve().parent / "data" / "csl_sample"  # real CSL lines (see its README)
@@ -158,7 +165,8 @@ def test_debian_prepare_from_cached_translation_is_idempotent(tmp_path):
     assert len(manifest["input_sha256"]) == 64 and manifest["stats"]["kept"] == 3
     assert (out / "raw" / "train.tgt").read_text().splitlines()[0] == "Real-time strategy game of ancient warfare"
     assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]
-    assert set(manifest["outputs_sha256"]) == {f"{s}.{l}" for s in ("train", "valid", "test") for l in ("src", "tgt")}
+    splits = ("train", "valid", "test")
+    assert set(manifest["outputs_sha256"]) == {f"{s}.{lang}" for s in splits for lang in ("src", "tgt")}
     stamp = (out / "raw" / "train.src").stat().st_mtime_ns
     debian.prepare(out, limits=Limits(min_src_words=3), valid_permille=0, test_permille=0)
     assert (out / "raw" / "train.src").stat().st_mtime_ns == stamp  # skipped
@@ -262,8 +270,9 @@ def test_binarize_tiny_corpus_end_to_end(tmp_path):
     stamps = binarize(data, vocab_size=40, max_src_pieces=5, max_tgt_pieces=3)
     assert (data / "spm.model").exists()
     src_lines = (data / "spm" / "train.src").read_text().splitlines()
-    assert len(src_lines) == stamps["encode_stats"]["train"]["pairs"] and max(len(l.split()) for l in src_lines) == 5
-    tgt_lens = [len(l.split()) for l in (data / "spm" / "train.tgt").read_text().splitlines()]
+    assert len(src_lines) == stamps["encode_stats"]["train"]["pairs"]
+    assert max(len(line.split()) for line in src_lines) == 5
+    tgt_lens = [len(line.split()) for line in (data / "spm" / "train.tgt").read_text().splitlines()]
     assert max(tgt_lens) <= 3 and stamps["encode_stats"]["train"]["dropped_long_target"] > 0
     # test targets are never dropped or cut: they are the references
     import sentencepiece as spm
@@ -290,8 +299,8 @@ def test_char_sentencepiece_on_chinese(tmp_path):
     raw.mkdir(parents=True)
     lines = [line.split("\t") for line in (CSL / "dev.tsv").read_text(encoding="utf-8").splitlines()[:20]]
     for split in ("train", "valid", "test"):
-        write_lines(raw / f"{split}.src", [l[1] for l in lines])
-        write_lines(raw / f"{split}.tgt", [l[2] for l in lines])
+        write_lines(raw / f"{split}.src", [fields[1] for fields in lines])
+        write_lines(raw / f"{split}.tgt", [fields[2] for fields in lines])
     train_spm(data, vocab_size=5000, char=True, coverage=1.0, threads=1)
     encode_splits(data, max_src=30, max_tgt=None)
     first = (data / "spm" / "test.tgt").read_text(encoding="utf-8").splitlines()[0].split()

@@ -93,7 +93,8 @@ def test_bad_inputs_raise():
 
 
 def test_sentence_bleu_matches_nltk_method1():
-    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu as nltk_bleu
+    from nltk.translate.bleu_score import SmoothingFunction
+    from nltk.translate.bleu_score import sentence_bleu as nltk_bleu
 
     smooth = SmoothingFunction().method1
     rng = random.Random(0)

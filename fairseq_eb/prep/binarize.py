@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from fairseq_eb.prep.common import (SPLITS, PrepError, log, raw_paths, read_json, run_main,
-                                    sha256_file, write_json)
+from fairseq_eb.prep.common import SPLITS, PrepError, log, raw_paths, read_json, run_main, sha256_file, write_json
 
 
 def _stamp_ok(stamps: dict, step: str, key: dict, outputs: List[Path]) -> bool:
@@ -109,7 +108,7 @@ def binarize(data: Path, vocab_size: int, char: bool = False, max_src_pieces: Op
     start = time.time()
     stamp_path = data / "binarize.json"
     stamps = read_json(stamp_path) or {}
-    raw = {f"{s}.{l}": sha256_file(p) for s in SPLITS for l, p in zip(("src", "tgt"), raw_paths(data, s))}
+    raw = {f"{s}.{lang}": sha256_file(p) for s in SPLITS for lang, p in zip(("src", "tgt"), raw_paths(data, s))}
     coverage = coverage if coverage is not None else (0.9995 if char else 1.0)
     threads = max(1, min(os.cpu_count() or 1, 8))
 
@@ -125,7 +124,7 @@ def binarize(data: Path, vocab_size: int, char: bool = False, max_src_pieces: Op
 
     encode_key = {"spm_model": sha256_file(data / "spm.model"), "raw": raw,
                   "max_src_pieces": max_src_pieces, "max_tgt_pieces": max_tgt_pieces}
-    encoded = [data / "spm" / f"{s}.{l}" for s in SPLITS for l in ("src", "tgt")]
+    encoded = [data / "spm" / f"{s}.{lang}" for s in SPLITS for lang in ("src", "tgt")]
     if _stamp_ok(stamps, "encode", encode_key, encoded):
         log(f"{data}/spm/ is up to date")
     else:
@@ -152,7 +151,8 @@ def main(argv=None) -> None:
     parser.add_argument("--vocab-size", required=True, type=int, help="SentencePiece vocabulary size (>= 1)")
     parser.add_argument("--char", action="store_true", help="character-level model (Chinese)")
     parser.add_argument("--max-src-pieces", type=int, help="cut sources to this many pieces (>= 1; default: no cut)")
-    parser.add_argument("--max-tgt-pieces", type=int, help="drop train/valid pairs with longer targets (>= 1; default: keep all)")
+    parser.add_argument("--max-tgt-pieces", type=int,
+                        help="drop train/valid pairs with longer targets (>= 1; default: keep all)")
     parser.add_argument("--character-coverage", type=float,
                         help="SentencePiece character coverage (default 0.9995 with --char, else 1.0)")
     parser.add_argument("--workers", type=int, default=1, help="fairseq-preprocess workers")

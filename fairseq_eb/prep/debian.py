@@ -15,8 +15,18 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from fairseq_eb.prep.common import (PrepError, check_out_dir, log, raw_is_complete, raw_sha256, read_json, run_main,
-                                    sha256_file, write_json, write_raw)
+from fairseq_eb.prep.common import (
+    PrepError,
+    check_out_dir,
+    log,
+    raw_is_complete,
+    raw_sha256,
+    read_json,
+    run_main,
+    sha256_file,
+    write_json,
+    write_raw,
+)
 from fairseq_eb.prep.debian_parse import Limits, build_splits, parse_translation
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"

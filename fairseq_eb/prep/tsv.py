@@ -12,8 +12,21 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from fairseq_eb.choices import check_choice
-from fairseq_eb.prep.common import (Pair, PrepError, check_out_dir, log, one_line, raw_is_complete, raw_sha256,
-                                    read_json, require_files, run_main, sha256_file, write_json, write_raw)
+from fairseq_eb.prep.common import (
+    Pair,
+    PrepError,
+    check_out_dir,
+    log,
+    one_line,
+    raw_is_complete,
+    raw_sha256,
+    read_json,
+    require_files,
+    run_main,
+    sha256_file,
+    write_json,
+    write_raw,
+)
 from fairseq_eb.textfile import read_lines
 
 FORMATS = {"reference": 2, "csl": 3}
@@ -101,7 +114,8 @@ def prepare(out: Path, train: str, test: str, fmt: str, valid: Optional[str] = N
     out.mkdir(parents=True, exist_ok=True)
     counts = write_raw(out, splits)
     manifest = {"dataset": f"tsv-{fmt}", "inputs": inputs, "parameters": parameters, "counts": counts,
-                "dropped_empty_rows": dropped_empty, "outputs_sha256": raw_sha256(out), "src": "content / abstract", "tgt": "title",
+                "dropped_empty_rows": dropped_empty, "outputs_sha256": raw_sha256(out),
+                "src": "content / abstract", "tgt": "title",
                 "seconds": round(time.time() - start, 1)}
     write_json(manifest_path, manifest)
     log(f"wrote {out}/raw: train {counts['train']}, valid {counts['valid']}, test {counts['test']}; "

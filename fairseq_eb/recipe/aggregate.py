@@ -6,7 +6,7 @@ what a difference between methods must be compared with. With one seed there is 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from fairseq_eb.scoring.metrics import REFERENCE_METRICS
 

@@ -10,7 +10,8 @@ import statistics
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
-from fairseq_eb.scoring.tokenize import TOKENIZE_MODES, tokenize as scorer_tokens
+from fairseq_eb.scoring.tokenize import TOKENIZE_MODES
+from fairseq_eb.scoring.tokenize import tokenize as scorer_tokens
 
 TOKENIZE_CHOICES = TOKENIZE_MODES
 

@@ -62,7 +62,8 @@ def load_spm(path: str):
     try:
         return spm.SentencePieceProcessor(model_file=path)
     except (OSError, RuntimeError) as e:
-        raise ValueError(f"--spm-model {path}: not a SentencePiece model ({str(e).strip() or type(e).__name__})") from None
+        reason = str(e).strip() or type(e).__name__
+        raise ValueError(f"--spm-model {path}: not a SentencePiece model ({reason})") from None
 
 
 def missing_ids_error(path: str, missing: Sequence[int], total: int) -> ValueError:

@@ -4,12 +4,14 @@ from typing import Dict, Sequence, Tuple, Union
 from fairseq_eb.choices import check_choice
 from fairseq_eb.scoring.bleu import bleu_from_counts, ngram_counts
 from fairseq_eb.scoring.rouge import rouge_l, rouge_n
-from fairseq_eb.scoring.tokenize import TOKENIZE_MODES, tokenize as tokenize_text
+from fairseq_eb.scoring.tokenize import TOKENIZE_MODES
+from fairseq_eb.scoring.tokenize import tokenize as tokenize_text
 
 # Every metric ``score`` returns, key -> title, in the reference table's column order. BLEU is the mean
 # sentence BLEU-4 of the reference; sacreBLEU (corpus level) is an extra, not in the reference table.
 METRIC_TITLES: Tuple[Tuple[str, str], ...] = (
-    ("rouge-l", "ROUGE-L"), ("rouge-1", "ROUGE-1"), ("rouge-2", "ROUGE-2"), ("bleu", "BLEU"), ("sacrebleu", "sacreBLEU"),
+    ("rouge-l", "ROUGE-L"), ("rouge-1", "ROUGE-1"), ("rouge-2", "ROUGE-2"), ("bleu", "BLEU"),
+    ("sacrebleu", "sacreBLEU"),
 )
 REFERENCE_METRICS: Tuple[Tuple[str, str], ...] = METRIC_TITLES[:4]
 _SACREBLEU_TOKENIZER = {"char": "char", "word": "13a"}
