@@ -369,3 +369,14 @@ def test_binarize_refuses_sizes_below_one(tmp_path, capsys, option, value):
     assert e.value.code == 2
     assert f"error: {option} must be an integer >= 1, got {value}" in capsys.readouterr().err
     assert not (data / "spm.model").exists()  # refused before any work
+
+
+def test_prepare_debian_defaults_are_the_demo_s():
+    import re
+
+    demo = (REPO / "scripts" / "demo.sh").read_text()
+    wrapper = (REPO / "scripts" / "prepare_debian.sh").read_text()
+    vocab = re.search(r"binarize .*--vocab-size (\d+)", demo).group(1)
+    cut = re.search(r"binarize .*--max-src-pieces (\d+)", demo).group(1)
+    assert f'--vocab-size "${{2:-{vocab}}}"' in wrapper and f'--max-src-pieces "${{3:-{cut}}}"' in wrapper
+    assert re.search(r'DATA:-(\S+?)\}', demo).group(1) == "data/debian" and "$ROOT/data/debian" in wrapper
