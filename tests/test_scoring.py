@@ -346,3 +346,7 @@ def test_bad_spm_model_is_a_clear_error(tmp_path):
     proc = run_cli("--generate-output", gen, "--spm-model", not_model)
     assert proc.returncode == 2 and f"--spm-model {not_model}: not a SentencePiece model" in proc.stderr
     assert "Traceback" not in proc.stderr
+    plain = tmp_path / "plain.out"  # no pieces to decode: the bad model is still reported
+    plain.write_text("T-0\tthe cat\nH-0\t-1.0\tthe cat\n", encoding="utf-8")
+    proc = run_cli("--generate-output", plain, "--spm-model", not_model)
+    assert proc.returncode == 2 and "not a SentencePiece model" in proc.stderr

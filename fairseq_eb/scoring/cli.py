@@ -4,7 +4,12 @@ import json
 import sys
 from typing import List, Optional, Sequence
 
-from fairseq_eb.scoring.generate_output import missing_ids_error, read_generate_hypotheses, read_generate_output
+from fairseq_eb.scoring.generate_output import (
+    load_spm,
+    missing_ids_error,
+    read_generate_hypotheses,
+    read_generate_output,
+)
 from fairseq_eb.scoring.metrics import METRIC_TITLES, score
 from fairseq_eb.scoring.tokenize import TOKENIZE_MODES, has_cjk
 from fairseq_eb.textfile import read_lines
@@ -12,6 +17,8 @@ from fairseq_eb.textfile import read_lines
 
 def load(args: argparse.Namespace):
     """(hyps, refs) from the arguments: generate output (optionally with --ref) or --hyp/--ref."""
+    if args.spm_model:
+        load_spm(args.spm_model)  # fail early, also when the output turns out to hold no pieces
     if args.generate_output:
         if args.hyp:
             raise ValueError("give --generate-output or --hyp, not both")
