@@ -350,3 +350,23 @@ def test_bad_spm_model_is_a_clear_error(tmp_path):
     plain.write_text("T-0\tthe cat\nH-0\t-1.0\tthe cat\n", encoding="utf-8")
     proc = run_cli("--generate-output", plain, "--spm-model", not_model)
     assert proc.returncode == 2 and "not a SentencePiece model" in proc.stderr
+
+
+def test_fast_13a_tokenizer_equals_sacrebleus():
+    from sacrebleu import corpus_bleu
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a as Reference
+
+    from fairseq_eb.scoring.sacrebleu_13a import Tokenizer13a
+
+    rng = random.Random(3)
+    alphabet = list("abcXYZ019 .,-'\"&;<>()[]{}~`@:/\\!?$%^*+=|_#\t") + ["&amp;", "&quot;", "<skipped>", "-\n", "\n",
+                                                                          "é", "中", "\u00a0"]
+    lines = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    lines += ["Hello, world. 3.14 and 1,000 - 2-3 items; (a) [b] {c}", "U.S.A. e-mail 5-year-old &amp; co."]
+    ours, theirs = Tokenizer13a(), Reference()
+    assert [ours(line) for line in lines] == [theirs(line) for line in lines]
+    hyps = lines[:200]
+    refs = lines[200:400]
+    ours_score = score(hyps, refs, "word")
+    assert ours_score["sacrebleu"] == approx(corpus_bleu([h.lower() for h in hyps], [[r.lower() for r in refs]]).score)
+    assert "tok:13a" in ours_score["sacrebleu_signature"] and "case:lc" in ours_score["sacrebleu_signature"]

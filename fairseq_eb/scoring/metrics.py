@@ -4,6 +4,7 @@ from typing import Dict, Sequence, Tuple, Union
 from fairseq_eb.choices import check_choice
 from fairseq_eb.scoring.bleu import bleu_from_counts, ngram_counts
 from fairseq_eb.scoring.rouge import rouge_l, rouge_n
+from fairseq_eb.scoring.sacrebleu_13a import Tokenizer13a
 from fairseq_eb.scoring.tokenize import TOKENIZE_MODES
 from fairseq_eb.scoring.tokenize import tokenize as tokenize_text
 
@@ -43,6 +44,8 @@ def score(hyps: Sequence[str], refs: Sequence[str], tokenize: str = "word") -> D
     n = len(hyps)
     result: Dict[str, Union[float, int, str]] = {k: 100.0 * v / n for k, v in sums.items()}
     bleu = BLEU(tokenize=_SACREBLEU_TOKENIZER[tokenize], lowercase=True)
+    if tokenize == "word":
+        bleu.tokenizer = Tokenizer13a()  # sacreBLEU's 13a, same output, faster (see the module)
     result["sacrebleu"] = float(bleu.corpus_score(list(hyps), [list(refs)]).score)
     result["sacrebleu_signature"] = str(bleu.get_signature())
     result["n"] = n
