@@ -370,3 +370,15 @@ def test_fast_13a_tokenizer_equals_sacrebleus():
     ours_score = score(hyps, refs, "word")
     assert ours_score["sacrebleu"] == approx(corpus_bleu([h.lower() for h in hyps], [[r.lower() for r in refs]]).score)
     assert "tok:13a" in ours_score["sacrebleu_signature"] and "case:lc" in ours_score["sacrebleu_signature"]
+
+
+@pytest.mark.parametrize("mode", ["word", "char"])
+def test_sacrebleu_from_shared_counts_equals_sacrebleus_corpus_score(mode):
+    from sacrebleu.metrics import BLEU
+
+    rng = random.Random(11)
+    words = ["the", "Cat", "sat", "on", "mat,", "a", "dog.", "3.5", "x-ray", "(big)", "北京", "大学", "&amp;"]
+    hyps = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))) for _ in range(300)]
+    refs = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(300)]
+    expected = BLEU(tokenize="13a" if mode == "word" else "char", lowercase=True).corpus_score(hyps, [refs])
+    assert score(hyps, refs, mode)["sacrebleu"] == pytest.approx(expected.score, abs=1e-9)
