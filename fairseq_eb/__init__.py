@@ -4,7 +4,10 @@ Importing the package is inert (no torch, no fairseq), so the helpers (``fairseq
 ``fairseq_eb.prep``, ``fairseq_eb.recipe``, the console scripts) start fast. The fairseq side, i.e. the
 compatibility shims and the ``translation_with_replacement`` task and ``label_smoothed_cross_entropy_with_gp``
 criterion, is set up by :func:`register`, which runs by itself when fairseq imports the package as its
-``--user-dir`` (fairseq is then already imported). Python API users call ``fairseq_eb.register()``.
+``--user-dir`` (fairseq is then already imported), and when a fairseq-facing subpackage
+(``fairseq_eb.tasks``, ``fairseq_eb.criterions``) is imported: whoever imports those uses fairseq, and
+fairseq's own ``--user-dir`` import does nothing for a package that is already imported. Python API
+users may also call ``fairseq_eb.register()``.
 """
 import sys
 
@@ -19,18 +22,22 @@ def register() -> None:
     Needs torch and fairseq. Details of each shim: :mod:`fairseq_eb.compat`.
     """
     global _REGISTERED
-    if _REGISTERED:
+    if _REGISTERED:  # also guards the re-entry from fairseq_eb.tasks / fairseq_eb.criterions below
         return
-    from fairseq_eb import cli_validation, compat
-
-    compat.apply()
-    # Imported for their @register_* side effects.
-    import fairseq_eb.criterions  # noqa: F401
-    import fairseq_eb.tasks  # noqa: F401
-
-    compat.complete_cli_help()
-    cli_validation.install()
     _REGISTERED = True
+    try:
+        from fairseq_eb import cli_validation, compat
+
+        compat.apply()
+        # Imported for their @register_* side effects.
+        import fairseq_eb.criterions  # noqa: F401
+        import fairseq_eb.tasks  # noqa: F401
+
+        compat.complete_cli_help()
+        cli_validation.install()
+    except BaseException:
+        _REGISTERED = False
+        raise
 
 
 if "fairseq" in sys.modules:  # imported by fairseq (--user-dir) or after it: behave as a plugin

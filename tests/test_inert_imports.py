@@ -64,3 +64,14 @@ def test_out_of_range_plugin_option_fails_like_argparse(toy_bin, tmp_path, bad, 
     assert len(lines) == 1, proc.stderr
     assert "error: " + option in lines[0] and "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir())  # failed before any training work
+
+
+def test_importing_a_component_first_still_sets_up_the_plugin():
+    """A component imported before fairseq (fairseq's --user-dir import then does nothing) registers everything."""
+    code = ("import fairseq_eb.tasks.translation_with_replacement, argparse, torch\n"
+            "import fairseq.criterions as c\nfrom fairseq.data import data_utils\n"
+            "print('label_smoothed_cross_entropy_with_gp' in c.CRITERION_REGISTRY, "
+            "getattr(data_utils.batch_by_size, '_fairseq_eb_complete', False), "
+            "argparse.Namespace in torch.serialization.get_safe_globals())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "True"]
