@@ -50,9 +50,10 @@ def build():
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
     from fairseq.tasks.translation import TranslationTask
 
-    import fairseq_eb  # noqa: F401
+    import fairseq_eb
     from fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp import LabelSmoothedCrossEntropyWithGpCriterion
 
+    fairseq_eb.register()  # the shims, as under --user-dir
     d = Dictionary()
     for i in range(VOCAB - d.nspecial):
         d.add_symbol(f"w{i}")

@@ -15,17 +15,19 @@ import time
 from argparse import Namespace
 
 import torch
-
-import fairseq_eb  # noqa: F401  (registers the task, applies shims)
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 from fairseq.data import Dictionary
 from fairseq.models.transformer import TransformerModel, base_architecture
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+import fairseq_eb
 from fairseq_eb.corruption import corrupt_decoder_input
 from fairseq_eb.tasks.translation_with_replacement import (
     TranslationWithReplacementConfig,
     TranslationWithReplacementTask,
 )
+
+fairseq_eb.register()  # the shims, as under --user-dir
 
 
 def make_dictionary(size: int) -> Dictionary:

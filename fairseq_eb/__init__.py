@@ -1,26 +1,44 @@
 """fairseq-eb: a fairseq ``--user-dir`` plugin against exposure bias.
 
-Importing the package applies the torch/fairseq compatibility shims and registers
-the ``translation_with_replacement`` task and the ``label_smoothed_cross_entropy_with_gp`` criterion.
+Importing the package is inert (no torch, no fairseq), so the helpers (``fairseq_eb.scoring``,
+``fairseq_eb.prep``, ``fairseq_eb.recipe``, the console scripts) start fast. The fairseq side, i.e. the
+compatibility shims and the ``translation_with_replacement`` task and ``label_smoothed_cross_entropy_with_gp``
+criterion, is set up by :func:`register`, which runs by itself when fairseq imports the package as its
+``--user-dir`` (fairseq is then already imported), and when a fairseq-facing subpackage
+(``fairseq_eb.tasks``, ``fairseq_eb.criterions``) is imported: whoever imports those uses fairseq, and
+fairseq's own ``--user-dir`` import does nothing for a package that is already imported. Python API
+users may also call ``fairseq_eb.register()``.
 """
-from fairseq_eb import compat
-
-compat.apply()
+import sys
 
 __version__ = "0.1.0"
 
-
-def _register() -> None:
-    # Imported for their @register_* side effects; fairseq is only needed here, so the pure
-    # tensor functions (fairseq_eb.corruption, fairseq_eb.scoring) stay importable without it.
-    import fairseq_eb.tasks  # noqa: F401
-    import fairseq_eb.criterions  # noqa: F401
+_REGISTERED = False
 
 
-try:
-    import fairseq  # noqa: F401
-except ImportError:  # pragma: no cover - scoring/prep work without fairseq
-    pass
-else:
-    _register()
-    compat.complete_cli_help()
+def register() -> None:
+    """Apply the shims, register the task and criterion, and improve fairseq's CLI (idempotent).
+
+    Needs torch and fairseq. Details of each shim: :mod:`fairseq_eb.compat`.
+    """
+    global _REGISTERED
+    if _REGISTERED:  # also guards the re-entry from fairseq_eb.tasks / fairseq_eb.criterions below
+        return
+    _REGISTERED = True
+    try:
+        from fairseq_eb import cli_validation, compat
+
+        compat.apply()
+        # Imported for their @register_* side effects.
+        import fairseq_eb.criterions  # noqa: F401
+        import fairseq_eb.tasks  # noqa: F401
+
+        compat.complete_cli_help()
+        cli_validation.install()
+    except BaseException:
+        _REGISTERED = False
+        raise
+
+
+if "fairseq" in sys.modules:  # imported by fairseq (--user-dir) or after it: behave as a plugin
+    register()

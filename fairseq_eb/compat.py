@@ -1,4 +1,4 @@
-"""Compatibility shims between fairseq 0.12.x and current torch, applied once at plugin import.
+"""Compatibility shims between fairseq 0.12.x and current torch, applied by ``fairseq_eb.register()``.
 
 Why: fairseq checkpoints pickle ``argparse.Namespace`` and, when rank 0 broadcasts a resumed state to
 the other data-parallel ranks, omegaconf containers. torch >= 2.6 loads with ``weights_only=True`` and
@@ -72,14 +72,11 @@ def complete_batches(batches: Sequence[Any], indices: Any, rebatch: Callable[[An
     return list(batches) + list(rebatch(indices[covered:]))
 
 
-def _patch_batch_by_size() -> None:
-    try:
-        from fairseq.data import data_utils
-    except ImportError:  # pragma: no cover - fairseq-free use of the package
-        return
-    original = data_utils.batch_by_size
-    if getattr(original, "_fairseq_eb_complete", False):
-        return
+def tail_completing(original: Callable[..., Sequence[Any]]) -> Callable[..., List[Any]]:
+    """Wrap a ``batch_by_size`` implementation so that the indices it leaves out at the end are batched too.
+
+    The tail is re-batched with ``required_batch_size_multiple=1``: it is shorter than one multiple.
+    """
 
     @functools.wraps(original)
     def batch_by_size(indices, num_tokens_fn, num_tokens_vec=None, max_tokens=None, max_sentences=None,
@@ -98,7 +95,17 @@ def _patch_batch_by_size() -> None:
         return complete_batches(batches, indices, lambda tail: call(tail, tail_vec, 1))
 
     batch_by_size._fairseq_eb_complete = True
-    data_utils.batch_by_size = batch_by_size
+    return batch_by_size
+
+
+def _patch_batch_by_size() -> None:
+    try:
+        from fairseq.data import data_utils
+    except ImportError:  # pragma: no cover - fairseq-free use of the package
+        return
+    if getattr(data_utils.batch_by_size, "_fairseq_eb_complete", False):
+        return
+    data_utils.batch_by_size = tail_completing(data_utils.batch_by_size)
 
 
 def _add_component_options(parser: argparse.ArgumentParser, args: List[str]) -> None:

@@ -2,7 +2,7 @@
 
 Why: teacher forcing only ever shows the decoder gold prefixes. Replacing some decoder-input tokens by
 other tokens while still predicting the gold next token shows it plausible *wrong* prefixes, in one
-parallel forward pass (SPEC §2). Everything here is a few tensor ops on the batch's device; there is
+parallel forward pass (docs/method.md §2). Everything here is a few tensor ops on the batch's device; there is
 no Python loop over sentences or tokens, so the cost is negligible next to a training step.
 
 fairseq layout: ``prev_output_tokens = [BOS(=EOS), y1 .. yn]`` padded with PAD on the right (or on the

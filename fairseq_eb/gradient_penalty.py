@@ -1,4 +1,4 @@
-"""Tensor-level pieces of the gradient penalty on token embeddings (SPEC §3).
+"""Tensor-level pieces of the gradient penalty on token embeddings (docs/method.md §3-§5).
 
 Kept free of fairseq criterion plumbing so each piece can be tested on its own. The criterion in
 ``fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp`` composes them.

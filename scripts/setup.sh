@@ -29,7 +29,9 @@ if ! "$py" -c "import fairseq" 2>/dev/null; then
   echo "[setup] installing $FAIRSEQ_SPEC"
   pipq "$FAIRSEQ_SPEC"
 fi
-if ! "$py" -c "import fairseq_eb.scoring, pytest, nltk" 2>/dev/null; then
+# (re)install when a dependency or test tool is missing, e.g. in a .venv made by an older checkout
+if ! "$py" -c "import fairseq_eb.scoring, pytest, nltk, rouge_score, tensorboardX" 2>/dev/null \
+    || [[ ! -x "$(dirname "$py")/ruff" ]]; then
   echo "[setup] installing fairseq-eb (editable) with test tools"
   pipq -e ".[test]"
 fi

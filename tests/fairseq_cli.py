@@ -72,7 +72,7 @@ def free_port() -> int:
 
 def run_data_parallel_train(args: Sequence[str], world_size: int = 2, python_prelude: str = "",
                             timeout: int = 600, check: bool = True) -> List[subprocess.CompletedProcess]:
-    """Run ``fairseq-train`` data-parallel on CPU: one process per rank, gloo, ``legacy_ddp`` (SPEC §5).
+    """Run ``fairseq-train`` data-parallel on CPU: one process per rank, gloo, ``legacy_ddp`` (docs/method.md §3.6).
 
     ``python_prelude`` is Python code run in each rank's process before fairseq's ``cli_main`` (e.g. to
     record what the rank saw); the environment variable ``EB_RANK`` holds the rank. With ``check=False``

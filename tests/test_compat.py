@@ -1,13 +1,16 @@
-"""The torch/fairseq compatibility shims installed when the plugin is imported."""
+"""The torch/fairseq compatibility shims installed by ``fairseq_eb.register()`` (the --user-dir entry)."""
 import argparse
 import io
+import typing
 
 import numpy as np
 import pytest
 import torch
 
-import fairseq_eb  # noqa: F401  (applies the shims)
-from fairseq_eb.compat import checkpoint_safe_globals, complete_batches
+import fairseq_eb
+from fairseq_eb.compat import checkpoint_safe_globals, complete_batches, tail_completing
+
+fairseq_eb.register()
 
 
 def test_namespace_and_omegaconf_load_with_weights_only():
@@ -33,12 +36,53 @@ def test_safe_loading_still_rejects_arbitrary_globals():
     buf.seek(0)
     with pytest.raises(Exception, match="Weights only load failed"):
         torch.load(buf, weights_only=True)
-    assert print not in checkpoint_safe_globals()
 
 
-def test_batch_by_size_keeps_the_tail():
+def test_allow_list_is_exactly_the_checkpoint_types():
+    """Only data types (no functions an exploit could call), and no more than fairseq checkpoints hold."""
+    names = {getattr(t, "__module__", "") + "." + getattr(t, "__qualname__", repr(t))
+             for t in checkpoint_safe_globals() if t is not typing.Any}
+    assert names == {
+        "argparse.Namespace", "omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig",
+        "omegaconf.base.ContainerMetadata", "omegaconf.base.Metadata", "omegaconf.nodes.AnyNode",
+        "omegaconf.base.Node", "fairseq.distributed.utils._TensorPlaceholder", "builtins.dict", "builtins.list",
+        "builtins.int", "collections.defaultdict",
+        # plain NumPy arrays and scalars (fairseq's --eval-bleu meters): their two reconstruction functions
+        # only build arrays/scalars of the allowed dtypes
+        "numpy.ndarray", "numpy.dtype", "numpy._core.multiarray._reconstruct", "numpy._core.multiarray.scalar",
+        "numpy.dtypes.Float64DType", "numpy.dtypes.Float32DType", "numpy.dtypes.Int64DType",
+        "numpy.dtypes.Int32DType", "numpy.dtypes.BoolDType",
+    }
+    functions = {"_reconstruct", "scalar"}
+    assert all(isinstance(t, type) or t.__name__ in functions for t in checkpoint_safe_globals() if t is not typing.Any)
+
+
+def _tail_dropping_batch_by_size(indices, num_tokens_fn, num_tokens_vec=None, max_tokens=None, max_sentences=None,
+                                 required_batch_size_multiple=1, fixed_shapes=None):
+    """A stand-in for the faulty compiled kernel: batches of ``max_sentences``, rounded down to the
+    multiple, and the last incomplete multiple silently dropped."""
+    mult = required_batch_size_multiple
+    size = max(mult, max_sentences // mult * mult)
+    full = len(indices) // mult * mult
+    return [np.asarray(indices[i:min(i + size, full)]) for i in range(0, full, size)]
+
+
+@pytest.mark.parametrize("n,mult", [(101, 8), (16, 8), (5, 8), (30, 1)])
+def test_wrapper_batches_the_tail_the_kernel_drops(n, mult):
+    indices = np.arange(100, 100 + n, dtype=np.int64)
+    dropped = _tail_dropping_batch_by_size(indices, len, max_sentences=12, required_batch_size_multiple=mult)
+    assert sum(map(len, dropped)) == n // mult * mult  # the stand-in really drops the tail
+    batches = tail_completing(_tail_dropping_batch_by_size)(indices, len, max_sentences=12,
+                                                            required_batch_size_multiple=mult)
+    assert np.concatenate(batches).tolist() == indices.tolist()  # all, in order, once
+    assert all(0 < len(b) <= 12 for b in batches)
+    assert [b.tolist() for b in batches[:len(dropped)]] == [b.tolist() for b in dropped]
+
+
+def test_fairseq_batch_by_size_is_wrapped_and_keeps_the_tail():
     from fairseq.data import data_utils
 
+    assert getattr(data_utils.batch_by_size, "_fairseq_eb_complete", False)
     rng = np.random.RandomState(0)
     sizes = rng.randint(3, 12, size=101)
     indices = np.argsort(sizes, kind="stable").astype(np.int64)

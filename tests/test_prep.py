@@ -8,9 +8,17 @@ import pytest
 
 from fairseq_eb.prep import debian, tsv
 from fairseq_eb.prep.binarize import binarize, encode_splits, train_spm
+from fairseq_eb.prep.binarize import main as binarize_main
 from fairseq_eb.prep.common import PrepError
-from fairseq_eb.prep.debian_parse import (Entry, Limits, build_splits, group_key, is_transitional,
-                                          parse_translation, split_of)
+from fairseq_eb.prep.debian_parse import (
+    Entry,
+    Limits,
+    build_splits,
+    group_key,
+    is_transitional,
+    parse_translation,
+    split_of,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CSL = Path(__file__).resolve().parent / "data" / "csl_sample"  # real CSL lines (see its README)
@@ -157,7 +165,8 @@ def test_debian_prepare_from_cached_translation_is_idempotent(tmp_path):
     assert len(manifest["input_sha256"]) == 64 and manifest["stats"]["kept"] == 3
     assert (out / "raw" / "train.tgt").read_text().splitlines()[0] == "Real-time strategy game of ancient warfare"
     assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]
-    assert set(manifest["outputs_sha256"]) == {f"{s}.{l}" for s in ("train", "valid", "test") for l in ("src", "tgt")}
+    splits = ("train", "valid", "test")
+    assert set(manifest["outputs_sha256"]) == {f"{s}.{lang}" for s in splits for lang in ("src", "tgt")}
     stamp = (out / "raw" / "train.src").stat().st_mtime_ns
     debian.prepare(out, limits=Limits(min_src_words=3), valid_permille=0, test_permille=0)
     assert (out / "raw" / "train.src").stat().st_mtime_ns == stamp  # skipped
@@ -201,16 +210,24 @@ def test_tsv_csl_format_with_held_out_validation(tmp_path):
     out = tmp_path / "csl"
     manifest = tsv.prepare(out, train, test, "csl", valid_from_train=2, seed=1)
     assert manifest["counts"] == {"train": 6, "valid": 2, "test": 3}
-    first = dev[0].split("\t")
-    titles = (out / "raw" / "train.tgt").read_text().splitlines() + (out / "raw" / "valid.tgt").read_text().splitlines()
+    raw = out / "raw"
+    titles = (raw / "train.tgt").read_text().splitlines() + (raw / "valid.tgt").read_text().splitlines()
     assert sorted(titles) == sorted(line.split("\t")[2] for line in dev)
-    assert first[0] == "to title"
+    sources = (raw / "train.src").read_text().splitlines() + (raw / "valid.src").read_text().splitlines()
+    assert sorted(sources) == sorted(" ".join(line.split("\t")[1].split()) for line in dev)  # field 1 unused
     assert (out / "raw" / "test.src").read_text().splitlines()[0] == tst[0].split("\t")[1]
     # same inputs and seed: same validation set, and the run is skipped
     again = tsv.prepare(out, train, test, "csl", valid_from_train=2, seed=1)
     assert again == manifest
+    valid_titles = (raw / "valid.tgt").read_text()
+    same = tsv.prepare(tmp_path / "csl_same", train, test, "csl", valid_from_train=2, seed=1)
+    assert (tmp_path / "csl_same" / "raw" / "valid.tgt").read_text() == valid_titles
+    assert same["outputs_sha256"] == manifest["outputs_sha256"]
+    # another seed holds out other examples (these two seeds, on this data, share none)
     other = tsv.prepare(tmp_path / "csl2", train, test, "csl", valid_from_train=2, seed=2)
     assert other["counts"] == manifest["counts"]
+    other_titles = (tmp_path / "csl2" / "raw" / "valid.tgt").read_text().splitlines()
+    assert not set(other_titles) & set(valid_titles.splitlines())
 
 
 def test_tsv_errors(tmp_path):
@@ -253,12 +270,20 @@ def test_binarize_tiny_corpus_end_to_end(tmp_path):
     stamps = binarize(data, vocab_size=40, max_src_pieces=5, max_tgt_pieces=3)
     assert (data / "spm.model").exists()
     src_lines = (data / "spm" / "train.src").read_text().splitlines()
-    assert len(src_lines) == stamps["encode_stats"]["train"]["pairs"] and max(len(l.split()) for l in src_lines) == 5
-    tgt_lens = [len(l.split()) for l in (data / "spm" / "train.tgt").read_text().splitlines()]
+    assert len(src_lines) == stamps["encode_stats"]["train"]["pairs"]
+    assert max(len(line.split()) for line in src_lines) == 5
+    tgt_lens = [len(line.split()) for line in (data / "spm" / "train.tgt").read_text().splitlines()]
     assert max(tgt_lens) <= 3 and stamps["encode_stats"]["train"]["dropped_long_target"] > 0
     # test targets are never dropped or cut: they are the references
-    assert stamps["encode_stats"]["test"] == {"pairs": 5, "dropped_long_target": 0,
-                                              "truncated_source": stamps["encode_stats"]["test"]["truncated_source"]}
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(data / "spm.model"))
+    test_src = (data / "raw" / "test.src").read_text().splitlines()
+    long_sources = sum(1 for line in test_src if len(sp.encode(line, out_type=str)) > 5)  # counted independently
+    assert long_sources > 0
+    assert stamps["encode_stats"]["test"] == {"pairs": 5, "dropped_long_target": 0, "truncated_source": long_sources}
+    assert [len(line.split()) for line in (data / "spm" / "test.src").read_text().splitlines()] == [
+        min(5, len(sp.encode(line, out_type=str))) for line in test_src]
     for name in ("dict.src.txt", "dict.tgt.txt", "train.src-tgt.src.bin", "test.src-tgt.tgt.idx"):
         assert (data / "bin" / name).exists(), name
     assert (data / "bin" / "dict.src.txt").read_text() == (data / "bin" / "dict.tgt.txt").read_text()
@@ -274,8 +299,8 @@ def test_char_sentencepiece_on_chinese(tmp_path):
     raw.mkdir(parents=True)
     lines = [line.split("\t") for line in (CSL / "dev.tsv").read_text(encoding="utf-8").splitlines()[:20]]
     for split in ("train", "valid", "test"):
-        write_lines(raw / f"{split}.src", [l[1] for l in lines])
-        write_lines(raw / f"{split}.tgt", [l[2] for l in lines])
+        write_lines(raw / f"{split}.src", [fields[1] for fields in lines])
+        write_lines(raw / f"{split}.tgt", [fields[2] for fields in lines])
     train_spm(data, vocab_size=5000, char=True, coverage=1.0, threads=1)
     encode_splits(data, max_src=30, max_tgt=None)
     first = (data / "spm" / "test.tgt").read_text(encoding="utf-8").splitlines()[0].split()
@@ -295,3 +320,63 @@ def test_shell_wrappers_show_usage():
     proc = subprocess.run(["bash", str(REPO / "scripts" / "prepare_tsv.sh"), "only-one-arg"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "Usage:" in proc.stderr
+
+
+def test_tsv_counts_logs_and_records_rows_with_an_empty_field(tmp_path, capsys):
+    train = write_lines(tmp_path / "train.tsv", [f"title {i}\tcontent {i}" for i in range(5)]
+                        + ["\tno title", "no content\t", "title only\t   ", ""])
+    valid = write_lines(tmp_path / "valid.tsv", ["v\tvalid content"])
+    test = write_lines(tmp_path / "test.tsv", ["t\ttest content", "\tempty title"])
+    manifest = tsv.prepare(tmp_path / "out", train, test, "reference", valid=valid)
+    assert manifest["counts"] == {"train": 5, "valid": 1, "test": 1}
+    assert manifest["dropped_empty_rows"] == {"train": 3, "valid": 0, "test": 1}
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["dropped_empty_rows"]["train"] == 3
+    err = capsys.readouterr().err
+    assert "train.tsv: dropped 3 rows with an empty source or target" in err
+    assert "test.tsv: dropped 1 rows" in err and "valid.tsv: dropped" not in err
+
+
+def test_tsv_invalid_utf8_names_file_and_line(tmp_path):
+    good = write_lines(tmp_path / "good.tsv", ["t\tc"])
+    bad = tmp_path / "bad.tsv"
+    bad.write_bytes(b"t\tc\nt2\tc2\nt3\t\xc3\x28 broken\n")
+    with pytest.raises(PrepError, match=r"bad\.tsv, line 3: not valid UTF-8"):
+        tsv.prepare(tmp_path / "o", good, str(bad), "reference", valid=good)
+
+
+def test_out_that_is_a_file_is_a_clear_error(tmp_path, capsys):
+    good = write_lines(tmp_path / "good.tsv", ["t\tc", "t2\tc2"])
+    taken = tmp_path / "taken"
+    taken.write_text("not a directory\n")
+    with pytest.raises(SystemExit) as e:
+        tsv.main(["--train", good, "--test", good, "--valid", good, "--format", "reference", "--out", str(taken)])
+    assert e.value.code == 2
+    assert f"--out {taken} is an existing file" in capsys.readouterr().err
+    with pytest.raises(PrepError, match="is an existing file"):
+        debian.prepare(taken)
+    assert taken.read_text() == "not a directory\n"
+
+
+@pytest.mark.parametrize("option,value", [("--max-tgt-pieces", "-1"), ("--max-src-pieces", "-1"),
+                                          ("--max-src-pieces", "0"), ("--max-tgt-pieces", "0"),
+                                          ("--vocab-size", "0")])
+def test_binarize_refuses_sizes_below_one(tmp_path, capsys, option, value):
+    data = tmp_path / "tiny"
+    make_raw(data)
+    argv = ["--data", str(data), "--vocab-size", "40", option, value]
+    with pytest.raises(SystemExit) as e:
+        binarize_main(argv)
+    assert e.value.code == 2
+    assert f"error: {option} must be an integer >= 1, got {value}" in capsys.readouterr().err
+    assert not (data / "spm.model").exists()  # refused before any work
+
+
+def test_prepare_debian_defaults_are_the_demo_s():
+    import re
+
+    demo = (REPO / "scripts" / "demo.sh").read_text()
+    wrapper = (REPO / "scripts" / "prepare_debian.sh").read_text()
+    vocab = re.search(r"binarize .*--vocab-size (\d+)", demo).group(1)
+    cut = re.search(r"binarize .*--max-src-pieces (\d+)", demo).group(1)
+    assert f'--vocab-size "${{2:-{vocab}}}"' in wrapper and f'--max-src-pieces "${{3:-{cut}}}"' in wrapper
+    assert re.search(r'DATA:-(\S+?)\}', demo).group(1) == "data/debian" and "$ROOT/data/debian" in wrapper

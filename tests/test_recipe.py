@@ -66,6 +66,18 @@ def test_first_k_words_and_chars():
     assert floor.candidate_ks(["a b c d", "a b c d e f", "a b"], "word") == list(range(2, 9))
 
 
+def test_floor_counts_and_cuts_the_tokens_the_scorer_scores():
+    from fairseq_eb.scoring import score, tokenize
+
+    # lower-casing "\u0130" (I with dot) gives two characters: K must count the scorer's (lower-cased) tokens
+    source = "\u0130stanbul Ankara"
+    for mode in ("char", "word"):
+        for k in (1, 2, 3):
+            assert len(tokenize(floor.first_k([source], k, mode)[0], mode)) == min(k, len(tokenize(source, mode)))
+    assert floor.candidate_ks(["\u0130\u0130"], "char") == list(range(2, 9))  # median length 4, not 2
+    assert score(floor.first_k(["The Cat Sat"], 2, "word"), ["the cat"])["rouge-1"] == 100.0
+
+
 def test_floor_chooses_k_on_valid_only(tmp_path):
     (tmp_path / "valid.src").write_text("a b c d e f\n" * 4)
     (tmp_path / "valid.tgt").write_text("a b c\n" * 4)
@@ -226,13 +238,24 @@ def test_hydra_configs_start_training(toy_bin, tmp_path, name, task, criterion):
 
 def test_hydra_configs_match_the_demo_config():
     """The YAML files are the `demo` config for fairseq-hydra-train: same model, optimiser and budget."""
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
+
+    def flag_of(args, name):
+        return list(args)[list(args).index(name) + 1]
 
     args = list(CONFIGS["demo"].train_args)
     flag = lambda name: args[args.index(name) + 1]  # noqa: E731
     config_dir = Path(__file__).resolve().parent.parent / "examples" / "configs"
+    composed = {}
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):  # as fairseq-hydra-train does
+        for name in ("baseline", "rr", "gp"):
+            composed[name] = compose(config_name=name)
+    assert composed["baseline"].task._name == "translation" and composed["gp"].task._name == "translation"
+    assert composed["rr"].criterion._name == composed["baseline"].criterion._name == "label_smoothed_cross_entropy"
+    assert composed["gp"].criterion._name == "label_smoothed_cross_entropy_with_gp"
+    assert float(composed["gp"].criterion.gp_epsilon) == float(flag_of(CONFIGS["demo"].gp_args, "--gp-epsilon"))
     for name in ("baseline", "rr", "gp"):
-        y = OmegaConf.load(config_dir / f"{name}.yaml")
+        y = composed[name]
         for side in ("encoder", "decoder"):
             assert str(y.model[side].layers) == flag(f"--{side}-layers")
             assert str(y.model[side].embed_dim) == flag(f"--{side}-embed-dim")
@@ -248,7 +271,7 @@ def test_hydra_configs_match_the_demo_config():
         assert float(y.model.dropout) == float(flag("--dropout"))
         assert float(y.criterion.label_smoothing) == float(flag("--label-smoothing"))
         assert str(y.dataset.validate_interval_updates) == flag("--validate-interval-updates")
-    rr = OmegaConf.load(config_dir / "rr.yaml").task
+    rr = composed["rr"].task
     rr_args = list(CONFIGS["demo"].rr_args)
     assert str(rr.replace_warmup_updates) == rr_args[rr_args.index("--replace-warmup-updates") + 1]
     assert float(rr.replace_token_prob) == float(rr_args[rr_args.index("--replace-token-prob") + 1])

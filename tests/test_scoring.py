@@ -1,4 +1,4 @@
-"""Scoring (SPEC §4): hand-worked values, nltk agreement, the fairseq-generate reader, the CLI."""
+"""Scoring (docs/method.md §6): hand-worked values, nltk agreement, the fairseq-generate reader, the CLI."""
 import json
 import math
 import random
@@ -88,12 +88,13 @@ def test_bad_inputs_raise():
         score(["a", "b"], ["a"])
     with pytest.raises(ValueError, match="no hypotheses"):
         score([], [])
-    with pytest.raises(ValueError, match="unknown tokenize"):
+    with pytest.raises(ValueError, match=r"tokenize must be one of \{char, word\}"):
         score(["a"], ["a"], tokenize="bpe")
 
 
 def test_sentence_bleu_matches_nltk_method1():
-    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu as nltk_bleu
+    from nltk.translate.bleu_score import SmoothingFunction
+    from nltk.translate.bleu_score import sentence_bleu as nltk_bleu
 
     smooth = SmoothingFunction().method1
     rng = random.Random(0)
@@ -249,3 +250,135 @@ def test_hypothesis_without_word_boundary_is_still_decoded_like_its_reference(tm
     path.write_text("T-0\t\u2581sing ing\nH-0\t-2.0\ting ing ing\n", encoding="utf-8")
     assert read_generate_output(str(path)) == (["inginging"], ["singing"])
     assert read_generate_hypotheses(str(path)) == {0: "inginging"}
+
+
+def test_rouge_matches_rouge_score_and_lcs_matches_the_table():
+    from rouge_score.rouge_scorer import RougeScorer
+
+    from fairseq_eb.scoring.rouge import lcs_length
+
+    class Split:
+        def tokenize(self, text):
+            return text.split()
+
+    rng = random.Random(5)
+    scorer = RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=Split())
+    for _ in range(300):
+        hyp = " ".join(rng.choice("abcdef") for _ in range(rng.randint(0, 12)))
+        ref = " ".join(rng.choice("abcdef") for _ in range(rng.randint(0, 12)))
+        ours, theirs = score([hyp], [ref]), scorer.score(ref, hyp)
+        for key, name in (("rouge-1", "rouge1"), ("rouge-2", "rouge2"), ("rouge-l", "rougeL")):
+            assert ours[key] == approx(100 * theirs[name].fmeasure), (hyp, ref, key)
+        a, b = hyp.split(), ref.split()
+        table = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]  # the textbook dynamic programme
+        for i in range(len(a)):
+            for j in range(len(b)):
+                table[i + 1][j + 1] = table[i][j] + 1 if a[i] == b[j] else max(table[i][j + 1], table[i + 1][j])
+        assert lcs_length(a, b) == table[-1][-1]
+    assert lcs_length(list("abcbdab"), list("bdcaba")) == 4
+
+
+def test_generate_output_with_missing_hypotheses_is_an_error(tmp_path):
+    refs_only = tmp_path / "refs_only.out"
+    refs_only.write_text("S-0\ta b\nT-0\ta b\nS-1\tc\nT-1\tc\n")
+    with pytest.raises(ValueError, match=r"2 of 2 sentences have no hypothesis \(H-/D- line\): ids 0, 1"):
+        read_generate_output(str(refs_only))
+    truncated = tmp_path / "truncated.out"
+    truncated.write_text("T-0\ta b\nH-0\t-1.0\ta b\nT-1\tc\nT-2\td\nH-2\t-1.0\td\nT-3\te\n")
+    proc = run_cli("--generate-output", truncated)
+    assert proc.returncode == 2 and "2 of 4 sentences have no hypothesis" in proc.stderr and "ids 1, 3" in proc.stderr
+    ref = tmp_path / "ref.txt"
+    ref.write_text("a b\nc\nd\ne\n")
+    proc = run_cli("--generate-output", truncated, "--ref", ref)
+    assert proc.returncode == 2 and "ids 1, 3" in proc.stderr
+
+
+def test_utf8_bom_is_stripped(tmp_path):
+    hyp, ref, bom_hyp, bom_ref = (tmp_path / n for n in ("h", "r", "bh", "br"))
+    hyp.write_text("the cat sat\n", encoding="utf-8")
+    ref.write_text("the cat sat\n", encoding="utf-8")
+    bom_hyp.write_text("the cat sat\n", encoding="utf-8-sig")
+    bom_ref.write_text("the cat sat\n", encoding="utf-8-sig")
+    assert bom_hyp.read_bytes().startswith(b"\xef\xbb\xbf")
+    plain = json.loads(run_cli("--hyp", hyp, "--ref", ref, "--json").stdout)
+    assert plain["rouge-1"] == approx(100.0)
+    for h, r in ((bom_hyp, ref), (hyp, bom_ref), (bom_hyp, bom_ref)):
+        assert json.loads(run_cli("--hyp", h, "--ref", r, "--json").stdout) == plain
+    gen = tmp_path / "gen.out"
+    gen.write_bytes(b"\xef\xbb\xbfT-0\tthe cat\nH-0\t-1.0\tthe cat\n")
+    assert read_generate_output(str(gen)) == (["the cat"], ["the cat"])
+
+
+def test_invalid_utf8_names_file_and_line(tmp_path):
+    bad = tmp_path / "hyp.txt"
+    bad.write_bytes("fine\nstill fine\n\u5317\u4eac".encode("utf-8") + b" \xff\xfe\n")
+    good = tmp_path / "ref.txt"
+    good.write_text("a\nb\nc\n")
+    proc = run_cli("--hyp", bad, "--ref", good)
+    assert proc.returncode == 2
+    assert f"{bad}, line 3: not valid UTF-8" in proc.stderr and "0xff" in proc.stderr
+    gen = tmp_path / "gen.out"
+    gen.write_bytes(b"T-0\ta\n\x80H-0\t-1\ta\n")
+    proc = run_cli("--generate-output", gen)
+    assert proc.returncode == 2 and f"{gen}, line 2: not valid UTF-8" in proc.stderr
+
+
+def test_cjk_references_scored_by_word_get_a_warning(tmp_path):
+    hyp, ref = tmp_path / "h", tmp_path / "r"
+    hyp.write_text("北京大学\n天安门广场\n", encoding="utf-8")
+    ref.write_text("北京师范大学\n天安门\n", encoding="utf-8")
+    proc = run_cli("--hyp", hyp, "--ref", ref, "--tokenize", "word")
+    assert proc.returncode == 0 and "warning: 2 of 2 references contain CJK text" in proc.stderr
+    assert "--tokenize char" in proc.stderr
+    assert "warning" not in run_cli("--hyp", hyp, "--ref", ref, "--tokenize", "char").stderr
+    hyp.write_text("the cat\n北 京 大 学\n", encoding="utf-8")  # spaced CJK, or no CJK: no warning
+    ref.write_text("the cat\n北 京 师 范 大 学\n", encoding="utf-8")
+    assert "warning" not in run_cli("--hyp", hyp, "--ref", ref, "--tokenize", "word").stderr
+
+
+def test_bad_spm_model_is_a_clear_error(tmp_path):
+    gen = tmp_path / "gen.out"
+    gen.write_text("T-0\t\u2581the \u2581cat\nH-0\t-1.0\t\u2581the \u2581cat\n", encoding="utf-8")
+    proc = run_cli("--generate-output", gen, "--spm-model", tmp_path / "missing.model")
+    assert proc.returncode == 2 and "--spm-model" in proc.stderr and "no such file" in proc.stderr
+    not_model = tmp_path / "not.model"
+    not_model.write_text("this is not a model\n")
+    proc = run_cli("--generate-output", gen, "--spm-model", not_model)
+    assert proc.returncode == 2 and f"--spm-model {not_model}: not a SentencePiece model" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    plain = tmp_path / "plain.out"  # no pieces to decode: the bad model is still reported
+    plain.write_text("T-0\tthe cat\nH-0\t-1.0\tthe cat\n", encoding="utf-8")
+    proc = run_cli("--generate-output", plain, "--spm-model", not_model)
+    assert proc.returncode == 2 and "not a SentencePiece model" in proc.stderr
+
+
+def test_fast_13a_tokenizer_equals_sacrebleus():
+    from sacrebleu import corpus_bleu
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a as Reference
+
+    from fairseq_eb.scoring.sacrebleu_13a import Tokenizer13a
+
+    rng = random.Random(3)
+    alphabet = list("abcXYZ019 .,-'\"&;<>()[]{}~`@:/\\!?$%^*+=|_#\t") + ["&amp;", "&quot;", "<skipped>", "-\n", "\n",
+                                                                          "é", "中", "\u00a0"]
+    lines = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    lines += ["Hello, world. 3.14 and 1,000 - 2-3 items; (a) [b] {c}", "U.S.A. e-mail 5-year-old &amp; co."]
+    ours, theirs = Tokenizer13a(), Reference()
+    assert [ours(line) for line in lines] == [theirs(line) for line in lines]
+    hyps = lines[:200]
+    refs = lines[200:400]
+    ours_score = score(hyps, refs, "word")
+    assert ours_score["sacrebleu"] == approx(corpus_bleu([h.lower() for h in hyps], [[r.lower() for r in refs]]).score)
+    assert "tok:13a" in ours_score["sacrebleu_signature"] and "case:lc" in ours_score["sacrebleu_signature"]
+
+
+@pytest.mark.parametrize("mode", ["word", "char"])
+def test_sacrebleu_from_shared_counts_equals_sacrebleus_corpus_score(mode):
+    from sacrebleu.metrics import BLEU
+
+    rng = random.Random(11)
+    words = ["the", "Cat", "sat", "on", "mat,", "a", "dog.", "3.5", "x-ray", "(big)", "北京", "大学", "&amp;"]
+    hyps = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 12))) for _ in range(300)]
+    refs = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(300)]
+    expected = BLEU(tokenize="13a" if mode == "word" else "char", lowercase=True).corpus_score(hyps, [refs])
+    assert score(hyps, refs, mode)["sacrebleu"] == pytest.approx(expected.score, abs=1e-9)

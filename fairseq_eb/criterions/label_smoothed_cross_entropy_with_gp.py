@@ -1,35 +1,9 @@
 """fairseq criterion ``label_smoothed_cross_entropy_with_gp``: label-smoothed CE + embedding gradient penalty.
 
-Let ``L`` be fairseq's summed label-smoothed cross-entropy of a batch, ``N`` its ``sample_size`` (tokens,
-or sentences with ``--sentence-avg``), ``l = L / N`` and ``e`` the penalised embeddings:
-``--gp-over lookups`` (default) = every output of the encoder's and decoder's ``embed_tokens`` (one row
-per source / decoder-input token occurrence, as the reference's sparse gradient), ``--gp-over table`` =
-the embedding weight tables themselves (dense; with shared embeddings this includes the output
-projection). With ``g = dl/de`` and ``gp = ||g||^2`` (summed over all rows / tables):
-
-* ``--gp-method exact`` returns ``L + N * 0.5 * eps * gp``; fairseq divides by ``N``, so the update
-  minimises ``l + 0.5 * eps * gp`` exactly as the reference. ``g`` comes from
-  ``torch.autograd.grad(create_graph=True)`` and the trainer's backward differentiates through it
-  (double backprop). On fairseq's transformer head (``log_softmax(h W^T)``, no bias, no adaptive
-  softmax, ``--ignore-prefix-size 0``) the first step, ``dL/dh = (m*(softmax - q)) W``, is a fused
-  function (``SmoothedCEFeatureGrad``) that keeps no extra vocabulary-sized tensors alive; the rest of
-  the network is differentiated by autograd. Both paths give the same values (tested).
-* ``--gp-method fgm`` returns ``L(e + r)`` with ``r = eps * g`` held constant (no double backward).
-  Why it approximates the penalty: to first order in ``eps``, ``l(e + eps*g) = l(e) + eps * g.g``, and
-  with ``g`` constant its parameter gradient is ``dl/dtheta + eps * (d^2 l / dtheta de) g + O(eps^2)``,
-  while the gradient of ``l + 0.5 * eps * ||g||^2`` is exactly ``dl/dtheta + eps * (d^2 l / dtheta de) g``
-  (the product rule's 2 cancels the 0.5): the two updates agree up to ``O(eps^2)`` (tested). Cost: one forward plus
-  a partial backward for ``g``, then the perturbed forward and the usual backward. The perturbed
-  forward reuses the clean forward's dropout masks.
-
-Logged columns: ``loss`` = ``l + 0.5*eps*gp`` (for both methods, so they compare; in base 2 like
-fairseq's), ``nll_loss`` = the clean NLL, and ``gp`` = the batch's ``||dl/de||^2`` (natural-log units).
-The penalty only applies in training with gradients enabled; validation (``torch.no_grad``, eval mode)
-returns the plain criterion's values. With gradient accumulation or data parallelism each micro-batch is
-penalised on its own mean, and fairseq averages the terms weighted by ``sample_size``.
-Data parallel: with more than one worker only ``--ddp-backend legacy_ddp`` / ``no_c10d`` are accepted
-(they all-reduce after the whole backward); PyTorch's DistributedDataParallel (``pytorch_ddp``/``c10d``)
-does not support the extra backward passes and is refused at setup.
+Training minimises ``l + 0.5 * eps * ||dl/de||^2`` (``l`` = mean loss, ``e`` = the embedding lookups or
+tables); returned in fairseq's summed units as ``L + N * 0.5 * eps * gp``. The derivation, the FGM
+surrogate and why it agrees to ``O(eps^2)``, the fused output-layer gradient, the logged columns and the
+data-parallel rules are in docs/method.md §3-§5.
 """
 import math
 from dataclasses import dataclass, field
@@ -112,7 +86,7 @@ def validate_gp_options(gp_epsilon: Any, gp_over: Any, gp_method: Any, ddp_backe
 
 @register_criterion("label_smoothed_cross_entropy_with_gp", dataclass=LabelSmoothedCrossEntropyWithGpCriterionConfig)
 class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterion):
-    """Label-smoothed cross-entropy plus the embedding gradient penalty; formulas in the module docstring."""
+    """Label-smoothed cross-entropy plus the embedding gradient penalty; formulas in docs/method.md §3-§5."""
 
     # exact/lookups on fairseq's transformer head: differentiate the loss at the output layer with the
     # fused SmoothedCEFeatureGrad instead of autograd (less memory; same values). Tests switch it off.

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from fairseq_eb.prep.common import (SPLITS, PrepError, log, raw_paths, read_json, run_main,
-                                    sha256_file, write_json)
+from fairseq_eb.prep.common import SPLITS, PrepError, log, raw_paths, read_json, run_main, sha256_file, write_json
 
 
 def _stamp_ok(stamps: dict, step: str, key: dict, outputs: List[Path]) -> bool:
@@ -36,8 +35,16 @@ def train_spm(data: Path, vocab_size: int, char: bool, coverage: float, threads:
         num_threads=threads, minloglevel=2)
 
 
+def check_at_least_one(**options: Optional[int]) -> None:
+    """Refuse sizes < 1 (``None`` = option not given): 0 or -1 would silently mean "no cut" or "drop all"."""
+    for name, value in options.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise PrepError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+
+
 def encode_splits(data: Path, max_src: Optional[int], max_tgt: Optional[int]) -> Dict[str, dict]:
     """Write ``data/spm/{split}.{src,tgt}`` as space-separated pieces; return per-split statistics."""
+    check_at_least_one(max_src_pieces=max_src, max_tgt_pieces=max_tgt)
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(data / "spm.model"))
@@ -92,6 +99,7 @@ def bin_outputs(data: Path) -> List[Path]:
 def binarize(data: Path, vocab_size: int, char: bool = False, max_src_pieces: Optional[int] = None,
              max_tgt_pieces: Optional[int] = None, coverage: Optional[float] = None, workers: int = 1) -> dict:
     """Run the three steps (each skipped when up to date); return the contents of ``binarize.json``."""
+    check_at_least_one(vocab_size=vocab_size, max_src_pieces=max_src_pieces, max_tgt_pieces=max_tgt_pieces)
     for split in SPLITS:
         for p in raw_paths(data, split):
             if not p.is_file():
@@ -100,7 +108,7 @@ def binarize(data: Path, vocab_size: int, char: bool = False, max_src_pieces: Op
     start = time.time()
     stamp_path = data / "binarize.json"
     stamps = read_json(stamp_path) or {}
-    raw = {f"{s}.{l}": sha256_file(p) for s in SPLITS for l, p in zip(("src", "tgt"), raw_paths(data, s))}
+    raw = {f"{s}.{lang}": sha256_file(p) for s in SPLITS for lang, p in zip(("src", "tgt"), raw_paths(data, s))}
     coverage = coverage if coverage is not None else (0.9995 if char else 1.0)
     threads = max(1, min(os.cpu_count() or 1, 8))
 
@@ -116,7 +124,7 @@ def binarize(data: Path, vocab_size: int, char: bool = False, max_src_pieces: Op
 
     encode_key = {"spm_model": sha256_file(data / "spm.model"), "raw": raw,
                   "max_src_pieces": max_src_pieces, "max_tgt_pieces": max_tgt_pieces}
-    encoded = [data / "spm" / f"{s}.{l}" for s in SPLITS for l in ("src", "tgt")]
+    encoded = [data / "spm" / f"{s}.{lang}" for s in SPLITS for lang in ("src", "tgt")]
     if _stamp_ok(stamps, "encode", encode_key, encoded):
         log(f"{data}/spm/ is up to date")
     else:
@@ -140,10 +148,11 @@ def binarize(data: Path, vocab_size: int, char: bool = False, max_src_pieces: Op
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="directory holding raw/ (from a preparer)")
-    parser.add_argument("--vocab-size", required=True, type=int, help="SentencePiece vocabulary size")
+    parser.add_argument("--vocab-size", required=True, type=int, help="SentencePiece vocabulary size (>= 1)")
     parser.add_argument("--char", action="store_true", help="character-level model (Chinese)")
-    parser.add_argument("--max-src-pieces", type=int, help="cut sources to this many pieces")
-    parser.add_argument("--max-tgt-pieces", type=int, help="drop train/valid pairs with longer targets")
+    parser.add_argument("--max-src-pieces", type=int, help="cut sources to this many pieces (>= 1; default: no cut)")
+    parser.add_argument("--max-tgt-pieces", type=int,
+                        help="drop train/valid pairs with longer targets (>= 1; default: keep all)")
     parser.add_argument("--character-coverage", type=float,
                         help="SentencePiece character coverage (default 0.9995 with --char, else 1.0)")
     parser.add_argument("--workers", type=int, default=1, help="fairseq-preprocess workers")

@@ -101,6 +101,12 @@ def run_main(body: Callable[[], None]) -> None:
         sys.exit(2)
 
 
+def check_out_dir(out: Path) -> None:
+    """``--out`` must be a directory (or not exist yet): an existing file is a clear error, not a traceback."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise PrepError(f"--out {out} is an existing file; give a directory (it is created if missing)")
+
+
 def require_files(paths: List[Optional[str]]) -> None:
     for p in paths:
         if p is not None and not Path(p).is_file():

@@ -15,8 +15,18 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from fairseq_eb.prep.common import (PrepError, log, raw_is_complete, raw_sha256, read_json, run_main,
-                                    sha256_file, write_json, write_raw)
+from fairseq_eb.prep.common import (
+    PrepError,
+    check_out_dir,
+    log,
+    raw_is_complete,
+    raw_sha256,
+    read_json,
+    run_main,
+    sha256_file,
+    write_json,
+    write_raw,
+)
 from fairseq_eb.prep.debian_parse import Limits, build_splits, parse_translation
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -106,6 +116,7 @@ def prepare(out: Path, dist: str = "bookworm", mirror: str = DEFAULT_MIRROR, key
     """Fetch (once) and build ``out/raw`` + ``out/manifest.json``; return the manifest."""
     start = time.time()
     out = Path(out).resolve()  # apt resolves relative directories against /etc/apt, not the cwd
+    check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     source = fetch_translation(out, dist, mirror, keyring, refresh)
     digest = sha256_file(source)

@@ -9,10 +9,25 @@ import argparse
 import random
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
-from fairseq_eb.prep.common import (Pair, PrepError, log, one_line, raw_is_complete, raw_sha256, read_json,
-                                    require_files, run_main, sha256_file, write_json, write_raw)
+from fairseq_eb.choices import check_choice
+from fairseq_eb.prep.common import (
+    Pair,
+    PrepError,
+    check_out_dir,
+    log,
+    one_line,
+    raw_is_complete,
+    raw_sha256,
+    read_json,
+    require_files,
+    run_main,
+    sha256_file,
+    write_json,
+    write_raw,
+)
+from fairseq_eb.textfile import read_lines
 
 FORMATS = {"reference": 2, "csl": 3}
 
@@ -35,20 +50,30 @@ def parse_line(line: str, fmt: str) -> Optional[Pair]:
     return one_line(content), one_line(title)
 
 
-def read_tsv(path: str, fmt: str) -> List[Pair]:
-    """All pairs of a file; examples with an empty source or target are skipped (and counted)."""
+def read_tsv(path: str, fmt: str) -> Tuple[List[Pair], int]:
+    """All pairs of a file, and how many rows were dropped for an empty source or target (blank lines aside)."""
+    try:
+        lines = read_lines(path)
+    except ValueError as e:  # invalid UTF-8: the message names the file and line
+        raise PrepError(str(e)) from None
     pairs: List[Pair] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            try:
-                pair = parse_line(line, fmt)
-            except ValueError as e:
-                raise PrepError(f"{path}:{number}: {e}") from None
-            if pair is not None and pair[0] and pair[1]:
-                pairs.append(pair)
+    dropped = 0
+    for number, line in enumerate(lines, 1):
+        try:
+            pair = parse_line(line, fmt)
+        except ValueError as e:
+            raise PrepError(f"{path}:{number}: {e}") from None
+        if pair is None:
+            continue
+        if pair[0] and pair[1]:
+            pairs.append(pair)
+        else:
+            dropped += 1
     if not pairs:
-        raise PrepError(f"{path}: no examples found")
-    return pairs
+        raise PrepError(f"{path}: no examples found" + (f" ({dropped} rows with an empty field)" if dropped else ""))
+    if dropped:
+        log(f"{path}: dropped {dropped} rows with an empty source or target")
+    return pairs, dropped
 
 
 def hold_out(pairs: List[Pair], n: int, seed: int) -> Dict[str, List[Pair]]:
@@ -63,8 +88,11 @@ def hold_out(pairs: List[Pair], n: int, seed: int) -> Dict[str, List[Pair]]:
 def prepare(out: Path, train: str, test: str, fmt: str, valid: Optional[str] = None,
             valid_from_train: int = 0, seed: int = 0) -> dict:
     """Build ``out/raw`` + ``out/manifest.json`` (skipped when inputs and options are unchanged)."""
-    if fmt not in FORMATS:
-        raise PrepError(f"unknown --format {fmt!r}; choose one of {sorted(FORMATS)}")
+    try:
+        check_choice("--format", fmt, sorted(FORMATS))
+    except ValueError as e:
+        raise PrepError(str(e)) from None
+    check_out_dir(out)
     if (valid is None) == (not valid_from_train):
         raise PrepError("give exactly one of --valid FILE or --valid-from-train N")
     require_files([train, valid, test])
@@ -78,18 +106,20 @@ def prepare(out: Path, train: str, test: str, fmt: str, valid: Optional[str] = N
         log(f"{out}/raw is up to date ({manifest['counts']}); nothing to do")
         return manifest
     start = time.time()
-    splits = {"train": read_tsv(train, fmt), "test": read_tsv(test, fmt)}
-    if valid is not None:
-        splits["valid"] = read_tsv(valid, fmt)
-    else:
+    read = {name: read_tsv(p, fmt) for name, p in (("train", train), ("valid", valid), ("test", test)) if p}
+    splits = {name: pairs for name, (pairs, _) in read.items()}
+    dropped_empty = {name: dropped for name, (_, dropped) in read.items()}
+    if valid is None:
         splits.update(hold_out(splits["train"], valid_from_train, seed))
     out.mkdir(parents=True, exist_ok=True)
     counts = write_raw(out, splits)
     manifest = {"dataset": f"tsv-{fmt}", "inputs": inputs, "parameters": parameters, "counts": counts,
-                "outputs_sha256": raw_sha256(out), "src": "content / abstract", "tgt": "title",
+                "dropped_empty_rows": dropped_empty, "outputs_sha256": raw_sha256(out),
+                "src": "content / abstract", "tgt": "title",
                 "seconds": round(time.time() - start, 1)}
     write_json(manifest_path, manifest)
-    log(f"wrote {out}/raw: train {counts['train']}, valid {counts['valid']}, test {counts['test']}")
+    log(f"wrote {out}/raw: train {counts['train']}, valid {counts['valid']}, test {counts['test']}; "
+        f"dropped rows with an empty field: {dropped_empty}")
     return manifest
 
 

@@ -6,12 +6,12 @@ what a difference between methods must be compared with. With one seed there is 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
+
+from fairseq_eb.scoring.metrics import REFERENCE_METRICS
 
 # metric key (as returned by fairseq_eb.scoring.score) -> column title, in the reference table's order
-TABLE_METRICS: Tuple[Tuple[str, str], ...] = (
-    ("rouge-l", "ROUGE-L"), ("rouge-1", "ROUGE-1"), ("rouge-2", "ROUGE-2"), ("bleu", "BLEU"),
-)
+TABLE_METRICS = REFERENCE_METRICS
 
 # scores[method][beam][seed] = {"rouge-l": ..., ...}
 Scores = Mapping[str, Mapping[int, Mapping[int, Mapping[str, float]]]]
@@ -51,7 +51,7 @@ def fmt(mean: float, std: Optional[float], digits: int = 2) -> str:
 
 def reference_table(summary, methods: Sequence[str], labels: Mapping[str, str], beams: Sequence[int],
                     data_name: str) -> str:
-    """The reference layout (SPEC §4): one row per beam, each cell 'baseline / RR / GP' (mean ± std)."""
+    """The reference layout (docs/method.md §6): one row per beam, each cell 'baseline / RR / GP' (mean ± std)."""
     head = "| data | beam | method | " + " | ".join(t for _, t in TABLE_METRICS) + " |"
     lines = [head, "|" + "---|" * (3 + len(TABLE_METRICS))]
     method_cell = " / ".join(labels[m] for m in methods)

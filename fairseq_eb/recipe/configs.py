@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
+from fairseq_eb.choices import check_choice
+
 
 @dataclass(frozen=True)
 class RecipeConfig:
@@ -166,7 +168,5 @@ _register(RecipeConfig(
 
 def get_config(name: str) -> RecipeConfig:
     """Look a configuration up by name; unknown names fail naming the valid ones."""
-    try:
-        return CONFIGS[name]
-    except KeyError:
-        raise ValueError(f"--config must be one of {{{', '.join(CONFIGS)}}}, got {name!r}") from None
+    check_choice("--config", name, CONFIGS)
+    return CONFIGS[name]

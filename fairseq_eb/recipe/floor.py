@@ -10,20 +10,19 @@ import statistics
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence, Tuple
 
-TOKENIZE_CHOICES = ("word", "char")
+from fairseq_eb.scoring.tokenize import TOKENIZE_MODES
+from fairseq_eb.scoring.tokenize import tokenize as scorer_tokens
+
+TOKENIZE_CHOICES = TOKENIZE_MODES
 
 
 def tokens(text: str, tokenize: str) -> List[str]:
-    """Words (whitespace split) or non-space characters, as the scorer counts them."""
-    if tokenize == "word":
-        return text.split()
-    if tokenize == "char":
-        return [c for c in text if not c.isspace()]
-    raise ValueError(f"--tokenize must be one of {{{', '.join(TOKENIZE_CHOICES)}}}, got {tokenize!r}")
+    """The scorer's tokens (lower-cased words or non-space characters), so K counts what is scored."""
+    return scorer_tokens(text, tokenize)
 
 
 def first_k(sources: Sequence[str], k: int, tokenize: str) -> List[str]:
-    """Each source cut to its first ``k`` tokens (joined by spaces for words, nothing for characters)."""
+    """Each source cut to its first ``k`` scorer tokens (joined by spaces for words, nothing for characters)."""
     sep = " " if tokenize == "word" else ""
     return [sep.join(tokens(s, tokenize)[:k]) for s in sources]
 

@@ -1,4 +1,4 @@
-"""The four methods of the table and the fairseq options that make each one (SPEC §2-§3)."""
+"""The four methods of the table and the fairseq options that make each one (docs/method.md §2-§5)."""
 from __future__ import annotations
 
 from typing import Dict, List, Sequence

@@ -1,4 +1,4 @@
-"""``python -m fairseq_eb.recipe.table``: the reference experiment as one resumable command.
+"""``python -m fairseq_eb.recipe.table``: the reference experiment (docs/method.md §6) as one resumable command.
 
 For each method and seed: fairseq-train (after the configuration's one pre-training, if it has one), two
 checkpoint selections (valid BLEU of beam-1 decoding, the main one, and valid loss; see
@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_eb.choices import check_choice
 from fairseq_eb.recipe import aggregate, floor
 from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.methods import METHODS, check_methods
@@ -26,6 +27,7 @@ from fairseq_eb.recipe.runner import echo
 from fairseq_eb.recipe.pretrain import PretrainSpec, check_pretrain_data
 from fairseq_eb.recipe.runs import RunSpec, SettingsMismatch, check_settings, data_fingerprint, execute, train
 from fairseq_eb.recipe.selection import SELECTIONS
+from fairseq_eb.scoring.metrics import METRIC_TITLES
 
 # variant name of a method run with the configuration's own settings
 DEFAULT_VARIANT = "default"
@@ -63,10 +65,8 @@ def validate(args: argparse.Namespace) -> None:
     """Fail early, naming the option and its valid values."""
     get_config(args.config)
     args.methods = check_methods(args.methods)
-    if args.tokenize not in floor.TOKENIZE_CHOICES:
-        raise ValueError(f"--tokenize must be one of {{{', '.join(floor.TOKENIZE_CHOICES)}}}, got {args.tokenize!r}")
-    if args.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device must be one of {{auto, cpu, cuda}}, got {args.device!r}")
+    check_choice("--tokenize", args.tokenize, floor.TOKENIZE_CHOICES)
+    check_choice("--device", args.device, ("auto", "cpu", "cuda"))
     if not args.beams or any(b < 1 for b in args.beams):
         raise ValueError(f"--beams must be integers >= 1, got {args.beams}")
     if not args.seeds or any(s < 0 for s in args.seeds):
@@ -244,7 +244,7 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
     """table.md, results.json and plot.png under OUT; returns the Markdown text."""
     from fairseq_eb.recipe.plot import plot_summary
 
-    metrics = [k for k, _ in aggregate.TABLE_METRICS] + ["sacrebleu", "repeat-2"]
+    metrics = [k for k, _ in METRIC_TITLES] + ["repeat-2"]
     summaries = {sel: aggregate.summarise(collect(results, sel), metrics) for sel in SELECTIONS}
     summary = summaries["bleu"]
     labels = METHODS

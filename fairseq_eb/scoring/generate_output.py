@@ -12,9 +12,11 @@ reference: pieces are decoded with ``spm_model`` if given, else by the SentenceP
 (concatenate pieces, ``▁`` -> space). A file without ``▁`` is already text and left as it is. fairseq's unknown
 token (``<unk>``, ``<<unk>>`` in ``T`` lines) becomes SentencePiece's ``⁇``.
 """
-import re
 import itertools
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+import re
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from fairseq_eb.textfile import read_lines
 
 _LINE = re.compile(r"^([HDT])-(\d+)\t(.*)$")
 _UNK = {"<unk>", "<<unk>>"}
@@ -25,17 +27,16 @@ def _parse(path: str) -> Tuple[Dict[int, str], Dict[int, str]]:
     hyp_h: Dict[int, str] = {}
     hyp_d: Dict[int, str] = {}
     refs: Dict[int, str] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            m = _LINE.match(line.rstrip("\r\n"))
-            if not m:
-                continue  # logging, S-/P- lines, the final BLEU line
-            kind, idx, rest = m.group(1), int(m.group(2)), m.group(3)
-            if kind == "T":
-                refs.setdefault(idx, rest)
-            else:  # "score<TAB>text"; the text may be empty (and its tab stripped by an editor)
-                text = rest.split("\t", 1)[1] if "\t" in rest else ""
-                (hyp_d if kind == "D" else hyp_h).setdefault(idx, text)
+    for line in read_lines(path):
+        m = _LINE.match(line)
+        if not m:
+            continue  # logging, S-/P- lines, the final BLEU line
+        kind, idx, rest = m.group(1), int(m.group(2)), m.group(3)
+        if kind == "T":
+            refs.setdefault(idx, rest)
+        else:  # "score<TAB>text"; the text may be empty (and its tab stripped by an editor)
+            text = rest.split("\t", 1)[1] if "\t" in rest else ""
+            (hyp_d if kind == "D" else hyp_h).setdefault(idx, text)
     hyps = dict(hyp_h)
     hyps.update(hyp_d)
     return hyps, refs
@@ -45,11 +46,31 @@ def _decoder(texts: Iterable[str], spm_model: Optional[str]) -> Callable[[str], 
     if not any(WORD_BOUNDARY in t for t in texts):
         return lambda text: text
     if spm_model is not None:
-        import sentencepiece as spm
-
-        sp = spm.SentencePieceProcessor(model_file=spm_model)
+        sp = load_spm(spm_model)
         return lambda text: sp.decode_pieces(["<unk>" if p in _UNK else p for p in text.split()])
     return lambda text: "".join("\u2047" if p in _UNK else p for p in text.split()).replace(WORD_BOUNDARY, " ").strip()
+
+
+def load_spm(path: str):
+    """A SentencePiece processor, or ``ValueError`` naming ``--spm-model`` when the file is missing or no model."""
+    import os
+
+    import sentencepiece as spm
+
+    if not os.path.isfile(path):
+        raise ValueError(f"--spm-model {path}: no such file")
+    try:
+        return spm.SentencePieceProcessor(model_file=path)
+    except (OSError, RuntimeError) as e:
+        reason = str(e).strip() or type(e).__name__
+        raise ValueError(f"--spm-model {path}: not a SentencePiece model ({reason})") from None
+
+
+def missing_ids_error(path: str, missing: Sequence[int], total: int) -> ValueError:
+    """The error for sentences that have a reference but no hypothesis (a truncated or failed decode)."""
+    shown = ", ".join(map(str, missing[:20])) + (", ..." if len(missing) > 20 else "")
+    return ValueError(f"{path}: {len(missing)} of {total} sentences have no hypothesis (H-/D- line): ids {shown}; "
+                      "is the fairseq-generate output truncated?")
 
 
 def read_generate_hypotheses(path: str, spm_model: Optional[str] = None) -> Dict[int, str]:
@@ -62,11 +83,14 @@ def read_generate_hypotheses(path: str, spm_model: Optional[str] = None) -> Dict
 
 
 def read_generate_output(path: str, spm_model: Optional[str] = None) -> Tuple[List[str], List[str]]:
-    """(hypotheses, references) in sentence-id order; a sentence without hypothesis gets ``""``."""
+    """(hypotheses, references) in sentence-id order; every reference needs its hypothesis (else ``ValueError``)."""
     hyps, refs = _parse(path)
     if not refs:
         raise ValueError(f"{path}: no T- lines (references); is this fairseq-generate output? "
                          "Without references in it, score against a file with --ref.")
+    missing = sorted(set(refs) - set(hyps))
+    if missing:
+        raise missing_ids_error(path, missing, len(refs))
     decode = _decoder(itertools.chain(hyps.values(), refs.values()), spm_model)
     ids = sorted(refs)
-    return [decode(hyps.get(i, "")) for i in ids], [decode(refs[i]) for i in ids]
+    return [decode(hyps[i]) for i in ids], [decode(refs[i]) for i in ids]

@@ -85,7 +85,7 @@ def ordinary_symbol_range(dictionary) -> Tuple[int, int]:
 
 @register_task("translation_with_replacement", dataclass=TranslationWithReplacementConfig)
 class TranslationWithReplacementTask(TranslationTask):
-    """Translation whose training decoder input is randomly corrupted (SPEC §2)."""
+    """Translation whose training decoder input is randomly corrupted (docs/method.md §2)."""
 
     cfg: TranslationWithReplacementConfig
 
