@@ -63,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     env = dict(os.environ, PYTHONPATH=str(args.root.resolve()), OMP_NUM_THREADS="1")
     score = command("fairseq-eb-score", "fairseq_eb.scoring.cli", "main")
-    user_dir = command("fairseq-eb-user-dir", "fairseq_eb.cli", "print_user_dir")
+    user_dir = command("fairseq-eb-user-dir", "fairseq_eb.user_dir", "print_user_dir")
     with tempfile.TemporaryDirectory() as tmp:  # also the working directory: python -c puts it on sys.path
         probe = subprocess.run([sys.executable, "-c", "import fairseq_eb; print(fairseq_eb.__file__)"], env=env,
                                capture_output=True, text=True, check=True, cwd=tmp).stdout.strip()

@@ -1,7 +1,7 @@
 import pytest
 
 import fairseq_eb
-from tests.fairseq_cli import make_toy_corpus
+from tests.fairseq_tools import make_toy_corpus
 
 # Importing fairseq_eb is inert; tests that use fairseq in this process need the plugin registered.
 # (The fairseq command lines the tests run get it through --user-dir, as users do.)

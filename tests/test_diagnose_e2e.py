@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from tests.fairseq_cli import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_fairseq
+from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_fairseq
 
 from fairseq_eb.diagnose import diagnose_batches, headline, loader, run_diagnosis
 from fairseq_eb.diagnose.cli import main

@@ -4,14 +4,14 @@ import sys
 
 import pytest
 
-from tests.fairseq_cli import USER_DIR, run_fairseq
+from tests.fairseq_tools import USER_DIR, run_fairseq
 
 HELPERS = [
-    "fairseq_eb", "fairseq_eb.cli", "fairseq_eb.choices", "fairseq_eb.scoring", "fairseq_eb.scoring.cli",
+    "fairseq_eb", "fairseq_eb.user_dir", "fairseq_eb.choices", "fairseq_eb.scoring", "fairseq_eb.scoring.cli",
     "fairseq_eb.prep", "fairseq_eb.prep.binarize", "fairseq_eb.prep.debian", "fairseq_eb.prep.tsv",
     "fairseq_eb.recipe", "fairseq_eb.recipe.table", "fairseq_eb.recipe.floor", "fairseq_eb.recipe.plot",
     "fairseq_eb.recipe.aggregate", "fairseq_eb.recipe.sweep", "fairseq_eb.recipe.selection",
-    "fairseq_eb.recipe.pretrain", "fairseq_eb.recipe.runs", "fairseq_eb.prep.finetune", "fairseq_eb.diagnose",
+    "fairseq_eb.recipe.pretrain", "fairseq_eb.recipe.run_steps", "fairseq_eb.prep.finetune", "fairseq_eb.diagnose",
 ]
 
 
@@ -45,9 +45,9 @@ def test_import_after_fairseq_registers_and_register_is_explicit_otherwise():
 
 
 def test_user_dir_command_prints_the_package_dir_and_help():
-    out = subprocess.run([sys.executable, "-m", "fairseq_eb.cli"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "fairseq_eb.user_dir"], capture_output=True, text=True, check=True).stdout
     assert out.strip() == USER_DIR
-    help_text = subprocess.run([sys.executable, "-m", "fairseq_eb.cli", "--help"], capture_output=True, text=True,
+    help_text = subprocess.run([sys.executable, "-m", "fairseq_eb.user_dir", "--help"], capture_output=True, text=True,
                                check=True).stdout
     assert "usage: fairseq-eb-user-dir" in help_text and "--user-dir" in help_text
 

@@ -221,7 +221,7 @@ def test_hydra_configs_start_training(toy_bin, tmp_path, name, task, criterion):
     import subprocess
     import sys
 
-    from fairseq_eb.cli import user_dir
+    from fairseq_eb.user_dir import user_dir
 
     config_dir = Path(__file__).resolve().parent.parent / "examples" / "configs"
     code = "from fairseq_cli.hydra_train import cli_main; cli_main()"  # = the fairseq-hydra-train script

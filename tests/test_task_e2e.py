@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fairseq_cli import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_data_parallel_train, run_fairseq
+from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_data_parallel_train, run_fairseq
 
 TASK = ["--user-dir", USER_DIR, "--task", "translation_with_replacement"]
 

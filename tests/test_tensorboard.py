@@ -3,7 +3,7 @@ import struct
 from pathlib import Path
 from typing import Dict, List
 
-from tests.fairseq_cli import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_fairseq
+from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_fairseq
 
 
 def read_scalars(event_file: Path) -> Dict[str, List[float]]:

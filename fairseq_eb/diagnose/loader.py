@@ -31,7 +31,7 @@ def load(checkpoint: str, data_bin: str, subset: str = "valid", user_dir: Option
     from fairseq import checkpoint_utils, utils
     from fairseq.models import FairseqEncoderDecoderModel
 
-    from fairseq_eb.cli import user_dir as own_user_dir
+    from fairseq_eb.user_dir import user_dir as own_user_dir
 
     if not os.path.isfile(checkpoint):
         raise DiagnoseError(f"--path {checkpoint}: no such checkpoint file")

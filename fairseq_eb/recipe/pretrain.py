@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from fairseq_eb.cli import user_dir
+from fairseq_eb.user_dir import user_dir
 from fairseq_eb.recipe.configs import RecipeConfig
 
 
 @dataclass(frozen=True, eq=False)
 class PretrainSpec:
-    """The pre-training run; duck-types the parts of :class:`~fairseq_eb.recipe.runs.RunSpec` that
-    :func:`~fairseq_eb.recipe.runs.train` and :func:`~fairseq_eb.recipe.runs.check_settings` use."""
+    """The pre-training run; duck-types the parts of :class:`~fairseq_eb.recipe.run_steps.RunSpec` that
+    :func:`~fairseq_eb.recipe.run_steps.train` and :func:`~fairseq_eb.recipe.run_steps.check_settings` use."""
 
     data_dir: Path
     run_dir: Path
@@ -43,7 +43,7 @@ class PretrainSpec:
                 "--user-dir", user_dir(), "--save-dir", str(self.run_dir / "checkpoints"), *self._options()]
 
     def settings(self) -> Dict[str, object]:
-        from fairseq_eb.recipe.runs import data_fingerprint
+        from fairseq_eb.recipe.run_steps import data_fingerprint
 
         return {"pretrain": self._options(), "data": data_fingerprint(self.data_dir, "pretrain-bin")}
 

@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Sequence
 from fairseq_eb.recipe import aggregate
 from fairseq_eb.recipe.configs import get_config
 from fairseq_eb.recipe.methods import METHODS
-from fairseq_eb.recipe.runner import echo
-from fairseq_eb.recipe.runs import SettingsMismatch, check_settings
+from fairseq_eb.recipe.logged_command import echo
+from fairseq_eb.recipe.run_steps import SettingsMismatch, check_settings
 from fairseq_eb.recipe.table import (DEFAULT_VARIANT, build_parser, init_fields, make_specs, pretrain_spec,
                                      run_all, train, validate)
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import List, Sequence
 
-from fairseq_eb.cli import user_dir
+from fairseq_eb.user_dir import user_dir
 
 USER_DIR = user_dir()
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from fairseq_eb.cli import user_dir
+from fairseq_eb.user_dir import user_dir
 from fairseq_eb.recipe.configs import RecipeConfig
 from fairseq_eb.recipe.methods import method_args
-from fairseq_eb.recipe.runner import echo, run_logged
+from fairseq_eb.recipe.logged_command import echo, run_logged
 from fairseq_eb.recipe.selection import SELECTIONS, select
 
 
