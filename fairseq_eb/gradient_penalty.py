@@ -81,21 +81,19 @@ class LookupCapture:
 
 
 def double_backward_safe_attention() -> contextlib.AbstractContextManager:
-    """Restrict ``scaled_dot_product_attention`` to its math backend.
+    """Attention for the exact penalty's forward: twice differentiable, memory linear in sequence length.
 
     Why: fairseq's ``MultiheadAttention`` routes training through ``F.multi_head_attention_forward``,
-    which calls SDPA; the fused kernels (flash on CPU at attention dropout 0, flash/mem-efficient/cuDNN
-    on GPU) have backwards that are not themselves differentiable, so ``create_graph=True`` followed by a
-    second backward fails. The math backend is built from ordinary differentiable ops. Only the
-    forward needs the context: the kernel choice is recorded in the autograd graph.
+    which calls SDPA; the fused kernels have backwards that are not themselves differentiable, so
+    ``create_graph=True`` followed by a second backward fails, and SDPA's math backend keeps every
+    ``T x T`` attention matrix for the second backward, so the penalty got dearer with length.
+    :func:`fairseq_eb.attention.penalty_attention` substitutes an attention whose backward recomputes
+    the probabilities per block of query rows (calls it cannot serve use the math backend). Only the
+    forward needs the context: the choice is recorded in the autograd graph.
     """
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # pragma: no cover - torch < 2.3
-        if hasattr(torch.backends.cuda, "sdp_kernel"):
-            return torch.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True, enable_mem_efficient=False)
-        return contextlib.nullcontext()  # torch < 2.0: no SDPA, attention is plain ops
-    return sdpa_kernel(SDPBackend.MATH)
+    from fairseq_eb.attention import penalty_attention
+
+    return penalty_attention()
 
 
 class SmoothedCEFeatureGrad(torch.autograd.Function):
