@@ -44,27 +44,46 @@ def _safe_lse(lse: Tensor) -> Tensor:
     return torch.where(torch.isneginf(lse), torch.zeros_like(lse), lse)
 
 
-def _block_probs(q: Tensor, k: Tensor, mask: Optional[Tensor], lse: Tensor, rows: slice, scale: float) -> Tensor:
-    """Attention probabilities of the query rows ``rows`` (all batch dims, all keys)."""
-    scores = torch.matmul(q[..., rows, :], k.transpose(-2, -1)).mul_(scale)
+def _blocks(q: Tensor, k: Tensor, mask: Optional[Tensor]) -> Iterator[Tuple[slice, slice]]:
+    """Blocks of query rows, each with the leading keys that any of its rows can see.
+
+    Why the key bound: fairseq hands causal attention over as an additive mask; for a block of rows the
+    trailing keys masked in every row (and every batch entry) contribute nothing, so they are skipped.
+    """
+    q_len, k_len = q.size(-2), k.size(-2)
+    step = _rows_per_block(q[..., 0, 0].numel(), q_len, k_len)
+    visible = None
     if mask is not None:
-        scores.add_(mask[..., rows, :] if mask.size(-2) > 1 else mask)
-    return scores.sub_(_safe_lse(lse[..., rows]).unsqueeze(-1)).exp_()
+        visible = torch.isneginf(mask).logical_not_().reshape(-1, mask.size(-2), k_len).any(0)
+    for start in range(0, q_len, step):
+        rows = slice(start, min(q_len, start + step))
+        end = k_len
+        if visible is not None:
+            seen = (visible[rows] if visible.size(0) > 1 else visible).any(0).nonzero()
+            end = int(seen[-1]) + 1 if len(seen) else k_len
+        yield rows, slice(0, end)
+
+
+def _block_probs(qs: Tensor, k: Tensor, mask: Optional[Tensor], lse: Tensor, rows: slice, keys: slice) -> Tensor:
+    """Attention probabilities of the query ``rows`` over the ``keys`` (all batch dims); ``qs`` is the
+    query already multiplied by the scale, ``lse`` the safe log-sum-exp with a trailing unit dim."""
+    scores = torch.matmul(qs[..., rows, :], k[..., keys, :].transpose(-2, -1))
+    if mask is not None:
+        scores.add_(mask[..., rows, keys] if mask.size(-2) > 1 else mask[..., keys])
+    return scores.sub_(lse[..., rows, :]).exp_()
 
 
 def _blockwise_forward(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], scale: float) -> Tuple[Tensor, Tensor]:
     out = q.new_empty(q.shape[:-1] + v.shape[-1:])
     lse = q.new_empty(q.shape[:-1])
-    batch = q[..., 0, 0].numel()
-    step = _rows_per_block(batch, q.size(-2), k.size(-2))
-    for start in range(0, q.size(-2), step):
-        rows = slice(start, start + step)
-        scores = torch.matmul(q[..., rows, :], k.transpose(-2, -1)).mul_(scale)
+    qs = q * scale
+    for rows, keys in _blocks(q, k, mask):
+        scores = torch.matmul(qs[..., rows, :], k[..., keys, :].transpose(-2, -1))
         if mask is not None:
-            scores.add_(mask[..., rows, :] if mask.size(-2) > 1 else mask)
+            scores.add_(mask[..., rows, keys] if mask.size(-2) > 1 else mask[..., keys])
         lse[..., rows] = torch.logsumexp(scores, dim=-1)
         probs = scores.sub_(_safe_lse(lse[..., rows]).unsqueeze(-1)).exp_()
-        out[..., rows, :] = torch.matmul(probs, v)
+        out[..., rows, :] = torch.matmul(probs, v[..., keys, :])
     return out, lse
 
 
@@ -73,17 +92,15 @@ def _blockwise_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tenso
     dq = torch.empty_like(q)
     dk = torch.zeros_like(k)
     dv = torch.zeros_like(v)
-    delta = (grad_out * out).sum(-1)  # D_i = sum_j P_ij dP_ij
-    batch = q[..., 0, 0].numel()
-    step = _rows_per_block(batch, q.size(-2), k.size(-2))
-    for start in range(0, q.size(-2), step):
-        rows = slice(start, start + step)
-        p = _block_probs(q, k, mask, lse, rows, scale)
+    delta = (grad_out * out).sum(-1, keepdim=True)  # D_i = sum_j P_ij dP_ij
+    qs, lse = q * scale, _safe_lse(lse).unsqueeze(-1)
+    for rows, keys in _blocks(q, k, mask):
+        p = _block_probs(qs, k, mask, lse, rows, keys)
         do = grad_out[..., rows, :]
-        dv += torch.matmul(p.transpose(-2, -1), do)
-        ds = torch.matmul(do, v.transpose(-2, -1)).sub_(delta[..., rows].unsqueeze(-1)).mul_(p)
-        dq[..., rows, :] = torch.matmul(ds, k).mul_(scale)
-        dk += torch.matmul(ds.transpose(-2, -1), q[..., rows, :]).mul_(scale)
+        dv[..., keys, :] += torch.matmul(p.transpose(-2, -1), do)
+        ds = torch.matmul(do, v[..., keys, :].transpose(-2, -1)).sub_(delta[..., rows, :]).mul_(p)
+        dq[..., rows, :] = torch.matmul(ds, k[..., keys, :]).mul_(scale)
+        dk[..., keys, :] += torch.matmul(ds.transpose(-2, -1), qs[..., rows, :])
     return dq, dk, dv
 
 
@@ -172,26 +189,28 @@ def _second_order(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, gra
     gk = torch.zeros_like(k)
     gv = torch.zeros_like(v)
     gdo = torch.empty_like(grad_out)
-    delta = (grad_out * out).sum(-1)
-    batch = q[..., 0, 0].numel()
-    step = _rows_per_block(batch, q.size(-2), k.size(-2))
-    kt, vt, gdkt, gdvt = (t.transpose(-2, -1) for t in (k, v, gdk, gdv))
-    for start in range(0, q.size(-2), step):
-        rows = slice(start, start + step)
-        p = _block_probs(q, k, mask, lse, rows, scale)
-        q_r, do_r, gdq_r = q[..., rows, :], grad_out[..., rows, :], gdq[..., rows, :]
-        dp = torch.matmul(do_r, vt)
-        dp_d = dp - delta[..., rows].unsqueeze(-1)  # dP - D
-        ds = p * dp_d
-        b = torch.matmul(gdq_r, kt).add_(torch.matmul(q_r, gdkt)).mul_(scale)
-        c = (p * b).sum(-1, keepdim=True)
+    delta = (grad_out * out).sum(-1, keepdim=True)
+    qs, lse_ = q * scale, _safe_lse(lse).unsqueeze(-1)
+    left = torch.cat([gdq * scale, qs], -1)  # B = [scale gdq, scale q] [k, gdk]^T: one product
+    right = torch.cat([k, gdk], -1)
+    for rows, keys in _blocks(q, k, mask):
+        p = _block_probs(qs, k, mask, lse_, rows, keys)
+        k_, v_, gdk_, gdv_ = k[..., keys, :], v[..., keys, :], gdk[..., keys, :], gdv[..., keys, :]
+        do_r = grad_out[..., rows, :]
+        dp = torch.matmul(do_r, v_.transpose(-2, -1))
+        dp_d = dp - delta[..., rows, :]  # dP - D
+        b = torch.matmul(left[..., rows, :], right[..., keys, :].transpose(-2, -1))
+        c = torch.linalg.vecdot(p, b).unsqueeze_(-1)
         g_dp = (b - c).mul_(p)
-        g_p = torch.matmul(do_r, gdvt).add_(b.mul_(dp_d)).sub_(dp.mul_(c))  # b, dp reused in place
-        g_s = g_p.sub_((p * g_p).sum(-1, keepdim=True)).mul_(p)
-        gq[..., rows, :] = torch.matmul(g_s, k).add_(torch.matmul(ds, gdk)).mul_(scale)
-        gk += torch.matmul(g_s.transpose(-2, -1), q_r).add_(torch.matmul(ds.transpose(-2, -1), gdq_r)).mul_(scale)
-        gv += torch.matmul(g_dp.transpose(-2, -1), do_r)
-        gdo[..., rows, :] = torch.matmul(g_dp, v).add_(torch.matmul(p, gdv))
+        g_p = torch.matmul(do_r, gdv_.transpose(-2, -1)).addcmul_(b, dp_d).addcmul_(dp, c, value=-1.0)
+        del b, dp
+        ds = dp_d.mul_(p)
+        g_s = g_p.sub_(torch.linalg.vecdot(p, g_p).unsqueeze_(-1)).mul_(p)
+        gq[..., rows, :] = torch.matmul(g_s, k_).add_(torch.matmul(ds, gdk_)).mul_(scale)
+        gk[..., keys, :] += torch.matmul(g_s.transpose(-2, -1), qs[..., rows, :]).add_(
+            torch.matmul(ds.transpose(-2, -1), gdq[..., rows, :]), alpha=scale)
+        gv[..., keys, :] += torch.matmul(g_dp.transpose(-2, -1), do_r)
+        gdo[..., rows, :] = torch.matmul(g_dp, v_).add_(torch.matmul(p, gdv_))
     return gq, gk, gv, gdo
 
 

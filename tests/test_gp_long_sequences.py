@@ -46,10 +46,13 @@ def _masks(B=2, H=2, L=5, S=7):
     full[1, 0, 2, 3:] = float("-inf")
     allowed = torch.rand(B, H, L, S, generator=torch.Generator().manual_seed(1)) > 0.4
     allowed[..., 0] = True
-    return {"none": None, "key padding": pad, "float": full, "bool": allowed}
+    # fairseq's future mask (float, not is_causal): the blocks of early rows skip the trailing keys
+    future = torch.zeros(L, S, dtype=torch.float64).masked_fill_(torch.ones(L, S, dtype=torch.bool).triu(1),
+                                                                 float("-inf"))
+    return {"none": None, "key padding": pad, "float": full, "bool": allowed, "future": future}
 
 
-@pytest.mark.parametrize("mask_name", ["none", "key padding", "float", "bool", "causal"])
+@pytest.mark.parametrize("mask_name", ["none", "key padding", "float", "bool", "future", "causal"])
 def test_attention_values_and_first_and_second_derivatives(kernel, mask_name):
     causal = mask_name == "causal"
     q, k, v = _qkv(L=5, S=5 if causal else 7)
