@@ -3,8 +3,10 @@
 Same model as ``bench/bench_gp.py`` (fairseq transformer 3+3, d=256, 8k shared vocabulary), batches of
 4,096 target tokens whose source and target sentences all have length ``T`` (``bsz = 4096 / T``). For every
 ``T`` the plain criterion, the exact penalty (``--gp-over lookups``) and FGM run interleaved round by
-round in one process on the same batch; the table gives each one's median step time (``zero_grad`` +
-criterion forward + ``backward``) and profiled peak of live tensor bytes (``bench_gp.profiled_peak``; on
+round in one process on the same batch, and so does the exact penalty with SDPA's math backend for
+its forward (the implementation before issue 11, for comparison). The table gives each one's median
+step time (``zero_grad`` + criterion forward + ``backward``; on CPU the calling thread's CPU time, less sensitive to other
+processes on shared cores) and profiled peak of live tensor bytes (``bench_gp.profiled_peak``; on
 CUDA ``torch.cuda.max_memory_allocated``) as ratios to the plain step of the same ``T``.
 
 Usage: OMP_NUM_THREADS=1 python bench/bench_gp_length.py [--lengths 32 128 512] [--steps 3] [--threads 1]
@@ -24,7 +26,28 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_gp  # noqa: E402  (model, criteria and the CPU peak-memory profiler)
 
 TOKENS = 4096
-METHODS = ["label_smoothed_cross_entropy", "gp exact/lookups", "gp fgm/lookups"]
+METHODS = ["label_smoothed_cross_entropy", "gp exact/lookups", "gp fgm/lookups", "gp exact/lookups, math attention"]
+_STEP = bench_gp.step  # profiled_peak calls bench_gp.step, which peak() redirects here
+MATH = METHODS[-1]  # the exact penalty as before issue 11: SDPA's math backend for the penalty's forward
+
+
+def _math_attention():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def step(model, crits, name, sample) -> None:
+    if name != MATH:
+        return _STEP(model, crits[name], sample)
+    from fairseq_eb.criterions import label_smoothed_cross_entropy_with_gp as module
+
+    original = module.double_backward_safe_attention
+    module.double_backward_safe_attention = _math_attention
+    try:
+        _STEP(model, crits["gp exact/lookups"], sample)
+    finally:
+        module.double_backward_safe_attention = original
 
 
 def batch(d, length: int, device: torch.device) -> dict:
@@ -42,14 +65,19 @@ def batch(d, length: int, device: torch.device) -> dict:
         "net_input": {k: v.to(device) for k, v in sample["net_input"].items()}}
 
 
-def peak(model, crit, sample, cuda: bool) -> float:
+def peak(model, crits, name, sample, cuda: bool) -> float:
     """Peak live tensor bytes of one step, in MiB."""
     if not cuda:
-        return bench_gp.profiled_peak(model, crit, sample)["peak_total_mb"]
+        original = bench_gp.step
+        bench_gp.step = lambda model, crit, sample: step(model, crits, name, sample)
+        try:
+            return bench_gp.profiled_peak(model, None, sample)["peak_total_mb"]
+        finally:
+            bench_gp.step = original
     model.zero_grad(set_to_none=True)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
-    bench_gp.step(model, crit, sample)
+    step(model, crits, name, sample)
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated() / 2**20
 
@@ -58,19 +86,22 @@ def measure(length: int, steps: int, model, crits, d, device) -> Dict[str, dict]
     cuda = device.type == "cuda"
     sample = batch(d, length, device)
     for name in METHODS:  # warm-up
-        bench_gp.step(model, crits[name], sample)
+        step(model, crits, name, sample)
     times: Dict[str, List[float]] = {name: [] for name in METHODS}
+    cpu: Dict[str, List[float]] = {name: [] for name in METHODS}
     for _ in range(steps):
         for name in METHODS:
             if cuda:
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            bench_gp.step(model, crits[name], sample)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            step(model, crits, name, sample)
             if cuda:
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.thread_time() - c0)
     return {name: {"median_s": statistics.median(times[name]), "times_s": times[name],
-                   "peak_mb": peak(model, crits[name], sample, cuda)} for name in METHODS}
+                   "cpu_median_s": statistics.median(cpu[name]), "cpu_s": cpu[name],
+                   "peak_mb": peak(model, crits, name, sample, cuda)} for name in METHODS}
 
 
 def main() -> None:
@@ -89,13 +120,16 @@ def main() -> None:
     print(f"model: 3+3 layers, d=256, vocab {bench_gp.VOCAB}; {TOKENS} target tokens per batch; torch {torch.__version__}, "
           f"{'cuda ' + torch.cuda.get_device_name() if args.cuda else f'CPU, {torch.get_num_threads()} thread(s)'}, "
           f"median of {args.steps} steps")
-    print("| T (bsz) | plain step | plain peak | exact/lookups time | exact/lookups peak | fgm/lookups time | fgm peak |")
-    print("|---|---|---|---|---|---|---|")
+    clock = "median_s" if args.cuda else "cpu_median_s"  # CPU: time of the calling thread (shared cores)
+    print(f"time = {'wall' if args.cuda else 'thread CPU'} time of a step; ratios to the plain step of the same T")
+    print("| T (bsz) | plain time | plain peak | exact/lookups time | exact/lookups peak | fgm/lookups time | fgm peak "
+          "| exact, math attention (before) time | before peak |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for T, r in results.items():
         base = r[METHODS[0]]
-        cells = [f"{T} ({TOKENS // T})", f"{base['median_s'] * 1000:.0f} ms", f"{base['peak_mb']:.0f} MiB"]
+        cells = [f"{T} ({TOKENS // T})", f"{base[clock] * 1000:.0f} ms", f"{base['peak_mb']:.0f} MiB"]
         for name in METHODS[1:]:
-            cells += [f"{r[name]['median_s'] / base['median_s']:.2f}×", f"{r[name]['peak_mb'] / base['peak_mb']:.2f}×"]
+            cells += [f"{r[name][clock] / base[clock]:.2f}×", f"{r[name]['peak_mb'] / base['peak_mb']:.2f}×"]
         print("| " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w") as f:
