@@ -220,3 +220,26 @@ def test_encoder_decoder_attention_is_routed_and_alignment_weights_kept(long_mod
         ref_out, ref_extra = model(**sample["net_input"])
     torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(extra["attn"][0], ref_extra["attn"][0], rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- --gp-method auto
+
+
+def test_auto_method_is_exact_up_to_the_length_and_fgm_above(long_model, monkeypatch, caplog):
+    task, model = long_model
+    from fairseq_eb import gradient_penalty as gpmod
+
+    monkeypatch.setattr(gpmod, "AUTO_MAX_EXACT_LENGTH", 12)
+    short, long = _long_sample(task.target_dictionary, length=12), _long_sample(task.target_dictionary, length=13)
+    auto = gp_criterion(task, gp_epsilon=1.0, gp_method="auto")
+    for sample, method in ((short, "exact"), (long, "fgm"), (short, "exact")):
+        with caplog.at_level("INFO", logger="fairseq_eb.gradient_penalty"):
+            got, _, got_log = auto(model, sample)
+        expected, _, expected_log = gp_criterion(task, gp_epsilon=1.0, gp_method=method)(model, sample)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        torch.testing.assert_close(got_log["gp"], expected_log["gp"], rtol=0, atol=0)
+    # the two methods differ on these batches, so the equalities above identify the choice
+    assert not torch.equal(auto(model, long)[0], gp_criterion(task, gp_epsilon=1.0)(model, long)[0])
+    logged = [r.getMessage() for r in caplog.records if "--gp-method auto" in r.getMessage()]
+    assert logged == ["--gp-method auto: exact penalty for batches of length 12 (exact up to 12, fgm above)",
+                      "--gp-method auto: fgm penalty for batches of length 13 (exact up to 12, fgm above)"]
