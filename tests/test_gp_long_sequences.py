@@ -243,3 +243,29 @@ def test_auto_method_is_exact_up_to_the_length_and_fgm_above(long_model, monkeyp
     logged = [r.getMessage() for r in caplog.records if "--gp-method auto" in r.getMessage()]
     assert logged == ["--gp-method auto: exact penalty for batches of length 12 (exact up to 12, fgm above)",
                       "--gp-method auto: fgm penalty for batches of length 13 (exact up to 12, fgm above)"]
+
+
+def test_attention_dropout_falls_back_to_the_math_backend_with_the_same_masks(long_model, monkeypatch):
+    """With --attention-dropout > 0 the penalty's forward is exactly the previous implementation's (same
+    RNG draws), and the double backward still works."""
+    task, model = long_model
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, MultiheadAttention):
+            module.dropout_module.p = 0.3
+    sample = _long_sample(task.target_dictionary, length=20)
+    crit = gp_criterion(task, gp_epsilon=1.0)
+
+    def run():
+        torch.manual_seed(3)
+        loss, _, _ = crit(model, sample)
+        return loss.detach(), grads_of(model, loss)
+
+    got, got_grads = run()
+    monkeypatch.setattr("fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp.double_backward_safe_attention",
+                        _math_sdpa)
+    expected, expected_grads = run()
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
+    assert_grads_close(got_grads, expected_grads, rtol=1e-10, atol=1e-12)
+    torch.manual_seed(4)
+    assert not torch.allclose(crit(model, sample)[0], got), "attention dropout must be active"
