@@ -5,8 +5,8 @@ Same model as ``bench/bench_gp.py`` (fairseq transformer 3+3, d=256, 8k shared v
 ``T`` the plain criterion, the exact penalty (``--gp-over lookups``) and FGM run interleaved round by
 round in one process on the same batch, and so does the exact penalty with SDPA's math backend for
 its forward (the implementation before issue 11, for comparison). The table gives each one's median
-step time (``zero_grad`` + criterion forward + ``backward``; on CPU the calling thread's CPU time, less sensitive to other
-processes on shared cores) and profiled peak of live tensor bytes (``bench_gp.profiled_peak``; on
+step time (``zero_grad`` + criterion forward + ``backward``; on CPU the calling thread's CPU time,
+less sensitive to other processes on shared cores) and profiled peak of live tensor bytes (``bench_gp.profiled_peak``; on
 CUDA ``torch.cuda.max_memory_allocated``) as ratios to the plain step of the same ``T``.
 
 Usage: OMP_NUM_THREADS=1 python bench/bench_gp_length.py [--lengths 32 128 512] [--steps 3] [--threads 1]
@@ -117,7 +117,8 @@ def main() -> None:
     d, model, crits = bench_gp.build()
     model.to(device)
     results = {T: measure(T, args.steps, model, crits, d, device) for T in args.lengths}
-    print(f"model: 3+3 layers, d=256, vocab {bench_gp.VOCAB}; {TOKENS} target tokens per batch; torch {torch.__version__}, "
+    print(f"model: 3+3 layers, d=256, vocab {bench_gp.VOCAB}; {TOKENS} target tokens per batch; "
+          f"torch {torch.__version__}, "
           f"{'cuda ' + torch.cuda.get_device_name() if args.cuda else f'CPU, {torch.get_num_threads()} thread(s)'}, "
           f"median of {args.steps} steps")
     clock = "median_s" if args.cuda else "cpu_median_s"  # CPU: time of the calling thread (shared cores)
