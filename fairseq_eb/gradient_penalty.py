@@ -7,10 +7,18 @@ Notation: ``L`` is fairseq's *summed* loss over a batch, ``N`` its ``sample_size
 the reference penalises, ``e`` the embedding-lookup outputs (or the embedding tables), ``g = dl/de``.
 """
 import contextlib
-from typing import Iterator, List, Optional, Sequence, Tuple
+import logging
+from typing import Iterator, List, Optional, Sequence, Set, Tuple
 
 import torch
 from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+# --gp-method auto: the exact penalty up to this padded source/target length, FGM above. Measured with
+# bench/bench_gp_length.py (docs/gradient_penalty_attention.md): up to 512 tokens the exact penalty's time
+# relative to the plain step stays within 10% of its ratio on short sentences; at 1024 it is 15% above.
+AUTO_MAX_EXACT_LENGTH = 512
 
 
 def embedding_modules(model: nn.Module) -> List[nn.Module]:
@@ -81,21 +89,43 @@ class LookupCapture:
 
 
 def double_backward_safe_attention() -> contextlib.AbstractContextManager:
-    """Restrict ``scaled_dot_product_attention`` to its math backend.
+    """Attention for the exact penalty's forward: twice differentiable, memory linear in sequence length.
 
     Why: fairseq's ``MultiheadAttention`` routes training through ``F.multi_head_attention_forward``,
-    which calls SDPA; the fused kernels (flash on CPU at attention dropout 0, flash/mem-efficient/cuDNN
-    on GPU) have backwards that are not themselves differentiable, so ``create_graph=True`` followed by a
-    second backward fails. The math backend is built from ordinary differentiable ops. Only the
-    forward needs the context: the kernel choice is recorded in the autograd graph.
+    which calls SDPA; the fused kernels have backwards that are not themselves differentiable, so
+    ``create_graph=True`` followed by a second backward fails, and SDPA's math backend keeps every
+    ``T x T`` attention matrix for the second backward, so the penalty got dearer with length.
+    :func:`fairseq_eb.attention.penalty_attention` substitutes an attention whose backward recomputes
+    the probabilities per block of query rows (calls it cannot serve use the math backend). Only the
+    forward needs the context: the choice is recorded in the autograd graph.
     """
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # pragma: no cover - torch < 2.3
-        if hasattr(torch.backends.cuda, "sdp_kernel"):
-            return torch.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True, enable_mem_efficient=False)
-        return contextlib.nullcontext()  # torch < 2.0: no SDPA, attention is plain ops
-    return sdpa_kernel(SDPBackend.MATH)
+    from fairseq_eb.attention import penalty_attention
+
+    return penalty_attention()
+
+
+class GpMethodChoice:
+    """Which penalty method a batch gets: the configured one, or for ``auto`` ``exact`` when the batch's
+    padded source and target lengths are at most :data:`AUTO_MAX_EXACT_LENGTH`, else ``fgm``.
+
+    Each method is logged the first time ``auto`` picks it, with the length that decided.
+    """
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self._logged: Set[str] = set()
+
+    def __call__(self, sample: dict) -> str:
+        if self.method != "auto":
+            return self.method
+        net_input = sample["net_input"]
+        length = max(net_input["src_tokens"].size(-1), net_input["prev_output_tokens"].size(-1))
+        method = "exact" if length <= AUTO_MAX_EXACT_LENGTH else "fgm"
+        if method not in self._logged:
+            self._logged.add(method)
+            logger.info(f"--gp-method auto: {method} penalty for batches of length {length} "
+                        f"(exact up to {AUTO_MAX_EXACT_LENGTH}, fgm above)")
+        return method
 
 
 class SmoothedCEFeatureGrad(torch.autograd.Function):

@@ -443,7 +443,7 @@ def test_options_in_parser_with_defaults_and_choices():
     parser = argparse.ArgumentParser()
     gen_parser_from_dataclass(parser, GpConfig())
     text = parser.format_help()
-    for flag in ("--gp-epsilon", "--gp-over {lookups,table}", "--gp-method {exact,fgm}"):
+    for flag in ("--gp-epsilon", "--gp-over {lookups,table}", "--gp-method {exact,fgm,auto}"):
         assert flag in text
     args = parser.parse_args([])
     assert (args.gp_epsilon, args.gp_over, args.gp_method) == (1.0, "lookups", "exact")
@@ -456,7 +456,7 @@ def test_options_in_parser_with_defaults_and_choices():
     (dict(gp_epsilon=float("nan")), "--gp-epsilon must be a finite number >= 0"),
     (dict(gp_epsilon=float("inf")), "--gp-epsilon must be a finite number >= 0"),
     (dict(gp_over="rows"), "--gp-over must be one of {lookups, table}"),
-    (dict(gp_method="pgd"), "--gp-method must be one of {exact, fgm}"),
+    (dict(gp_method="pgd"), "--gp-method must be one of {exact, fgm, auto}"),
     (dict(ddp_backend="pytorch_ddp", distributed_world_size=2), "use --ddp-backend legacy_ddp"),
     (dict(ddp_backend="c10d", distributed_world_size=2, gp_method="fgm"), "use --ddp-backend legacy_ddp"),
     (dict(ddp_backend="fully_sharded", distributed_world_size=4), "use --ddp-backend legacy_ddp"),

@@ -3,7 +3,9 @@
 Training minimises ``l + 0.5 * eps * ||dl/de||^2`` (``l`` = mean loss, ``e`` = the embedding lookups or
 tables); returned in fairseq's summed units as ``L + N * 0.5 * eps * gp``. The derivation, the FGM
 surrogate and why it agrees to ``O(eps^2)``, the fused output-layer gradient, the logged columns and the
-data-parallel rules are in docs/method.md §3-§5.
+data-parallel rules are in docs/method.md §3-§5. ``--gp-method auto`` takes ``exact`` for batches whose
+padded source and target are at most 512 tokens long and ``fgm`` above, logging each choice once
+(docs/gradient_penalty_attention.md).
 """
 import math
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 
 from fairseq_eb.gradient_penalty import (
+    GpMethodChoice,
     LookupCapture,
     SmoothedCEFeatureGrad,
     double_backward_safe_attention,
@@ -36,7 +39,7 @@ from fairseq_eb.gradient_penalty import (
 )
 
 GP_OVER = ("lookups", "table")
-GP_METHODS = ("exact", "fgm")
+GP_METHODS = ("exact", "fgm", "auto")
 # fairseq's data-parallel wrappers that all-reduce gradients *after* the whole backward, so double
 # backprop sees a plain module. PyTorch's DistributedDataParallel does not support create_graph.
 SAFE_DDP_BACKENDS = ("legacy_ddp", "no_c10d")
@@ -57,7 +60,8 @@ class LabelSmoothedCrossEntropyWithGpCriterionConfig(LabelSmoothedCrossEntropyCr
     gp_method: ChoiceEnum(list(GP_METHODS)) = field(
         default="exact",
         metadata={"help": "'exact' = double backprop of the penalty; 'fgm' = its first-order adversarial surrogate: "
-                  "loss at embeddings shifted by eps*gradient (gradient held constant), no double backward"},
+                  "loss at embeddings shifted by eps*gradient (gradient held constant), no double backward; "
+                  "'auto' = exact for batches up to 512 tokens long, fgm above (docs/gradient_penalty_attention.md)"},
     )
     ddp_backend: str = II("distributed_training.ddp_backend")
     distributed_world_size: int = II("distributed_training.distributed_world_size")
@@ -100,6 +104,7 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
         self.gp_epsilon = float(gp_epsilon)
         self.gp_over = str(gp_over)
         self.gp_method = str(gp_method)
+        self._choose_method = GpMethodChoice(self.gp_method)
 
     def penalty_applies(self, model, reduce: bool = True) -> bool:
         """Training-time only: needs gradients, a train-mode model, a summed loss and eps > 0."""
@@ -109,7 +114,7 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         if not self.penalty_applies(model, reduce) or sample_size == 0:  # no mean to penalise
             return super().forward(model, sample, reduce=reduce)
-        if self.gp_method == "exact":
+        if self._choose_method(sample) == "exact":
             loss, nll_loss, penalty, gp, net_output = self._exact(model, sample, sample_size)
             objective = loss + penalty
             logged_objective = objective.data
