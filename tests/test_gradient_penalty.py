@@ -462,9 +462,8 @@ def test_options_in_parser_with_defaults_and_choices():
     (dict(gp_interval=0), "--gp-interval must be an integer >= 1, got 0"),
     (dict(gp_interval=2.0), "--gp-interval must be an integer >= 1, got 2.0"),
     (dict(gp_warmup_updates=-1), "--gp-warmup-updates must be an integer >= 0, got -1"),
-    (dict(ddp_backend="pytorch_ddp", distributed_world_size=2), "use --ddp-backend legacy_ddp"),
-    (dict(ddp_backend="c10d", distributed_world_size=2, gp_method="fgm"), "use --ddp-backend legacy_ddp"),
-    (dict(ddp_backend="fully_sharded", distributed_world_size=4), "use --ddp-backend legacy_ddp"),
+    (dict(ddp_backend="fully_sharded", distributed_world_size=4), "use --ddp-backend pytorch_ddp or legacy_ddp"),
+    (dict(ddp_backend="slowmo", distributed_world_size=2, gp_method="fgm"), "does not support --ddp-backend slowmo"),
 ])
 def test_bad_options_fail_at_setup_naming_option_and_range(shared, kwargs, message):
     task, _ = shared
@@ -475,8 +474,10 @@ def test_bad_options_fail_at_setup_naming_option_and_range(shared, kwargs, messa
 @pytest.mark.parametrize("kwargs", [
     dict(ddp_backend="legacy_ddp", distributed_world_size=2),
     dict(ddp_backend="no_c10d", distributed_world_size=2),
-    dict(ddp_backend="pytorch_ddp", distributed_world_size=1),
-    dict(ddp_backend="c10d", distributed_world_size=2, gp_epsilon=0.0),
+    dict(ddp_backend="pytorch_ddp", distributed_world_size=2),
+    dict(ddp_backend="c10d", distributed_world_size=2, gp_method="fgm"),
+    dict(ddp_backend="fully_sharded", distributed_world_size=1),
+    dict(ddp_backend="slowmo", distributed_world_size=2, gp_epsilon=0.0),
 ])
 def test_supported_setups_accepted(shared, kwargs):
     task, _ = shared

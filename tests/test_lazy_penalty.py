@@ -72,7 +72,9 @@ def test_update_number_comes_from_task_train_step(shared):  # noqa: F811
     original = task.train_step
     try:
         crit = gp_criterion(task, gp_epsilon=1.0, gp_interval=3)
-        logs = [task.train_step(sample, model, crit, Backward(), u)[2] for u in (0, 1, 2, 3, 3)]
+        logs = [task.train_step(sample=sample, model=model, criterion=crit, optimizer=Backward(), update_num=u,
+                                ignore_grad=False)[2] for u in (0, 1, 2, 3)]  # by keyword, as fairseq's trainer
+        logs.append(task.train_step(sample, model, crit, Backward(), 3)[2])
         assert [log["gp_sample_size"] > 0 for log in logs] == [True, False, False, True, True]
         assert crit.num_updates == 3
         fresh = gp_criterion(task, gp_epsilon=1.0, gp_interval=3)  # e.g. called outside train_step

@@ -35,9 +35,10 @@ On penalised updates ``loss`` uses the update's weight (``k * eps`` ramped); ``g
 penalised batches only. The penalty only applies in training with gradients enabled; validation (``torch.no_grad``, eval mode)
 returns the plain criterion's values. With gradient accumulation or data parallelism each micro-batch is
 penalised on its own mean, and fairseq averages the terms weighted by ``sample_size``.
-Data parallel: with more than one worker only ``--ddp-backend legacy_ddp`` / ``no_c10d`` are accepted
-(they all-reduce after the whole backward); PyTorch's DistributedDataParallel (``pytorch_ddp``/``c10d``)
-does not support the extra backward passes and is refused at setup.
+Data parallel: ``--ddp-backend pytorch_ddp`` (fairseq's default, alias ``c10d``), ``legacy_ddp`` and
+``no_c10d`` give the same gradients as one process on the same global batch, for both methods and both
+``--gp-over`` (tested on 2 ranks; evidence and reasons in docs/ddp.md). Other backends (``fully_sharded``,
+``slowmo``) are refused at setup with more than one worker.
 """
 import functools
 import math
@@ -72,9 +73,11 @@ from fairseq_eb.gradient_penalty import (
 
 GP_OVER = ("lookups", "table")
 GP_METHODS = ("exact", "fgm")
-# fairseq's data-parallel wrappers that all-reduce gradients *after* the whole backward, so double
-# backprop sees a plain module. PyTorch's DistributedDataParallel does not support create_graph.
-SAFE_DDP_BACKENDS = ("legacy_ddp", "no_c10d")
+# fairseq's data-parallel backends under which the penalty's gradients equal one process's (docs/ddp.md):
+# legacy_ddp/no_c10d all-reduce after the whole backward; PyTorch's DDP (pytorch_ddp/c10d) all-reduces from
+# the parameters' gradient-accumulation hooks, which autograd.grad w.r.t. lookups/tables never fires, so
+# they fire once, in the trainer's backward.
+SAFE_DDP_BACKENDS = ("pytorch_ddp", "c10d", "legacy_ddp", "no_c10d")
 
 
 @dataclass
@@ -149,8 +152,8 @@ def validate_gp_options(gp_epsilon: Any, gp_over: Any, gp_method: Any, ddp_backe
     if gp_epsilon > 0 and world > 1 and backend not in SAFE_DDP_BACKENDS:
         raise ValueError(
             f"--criterion label_smoothed_cross_entropy_with_gp with --gp-epsilon > 0 does not support "
-            f"--ddp-backend {backend} with {world} workers (PyTorch DistributedDataParallel does not support "
-            f"the penalty's extra backward passes); use --ddp-backend legacy_ddp"
+            f"--ddp-backend {backend} with {world} workers (tested: {', '.join(SAFE_DDP_BACKENDS)}); "
+            f"use --ddp-backend pytorch_ddp or legacy_ddp"
         )
 
 
@@ -193,14 +196,14 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
         """
         if task is None:
             return
-        train_step, criterion = task.train_step, self
+        train_step, this = task.train_step, self
 
-        @functools.wraps(train_step)
-        def train_step_reporting_update(sample, model, criterion_arg, optimizer, update_num, ignore_grad=False,
+        @functools.wraps(train_step)  # same parameter names: fairseq's trainer passes them by keyword
+        def train_step_reporting_update(sample, model, criterion, optimizer, update_num, ignore_grad=False,
                                         **kwargs):
-            if criterion_arg is criterion:
-                criterion.set_num_updates(update_num)
-            return train_step(sample, model, criterion_arg, optimizer, update_num, ignore_grad, **kwargs)
+            if criterion is this:
+                this.set_num_updates(update_num)
+            return train_step(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
 
         task.train_step = train_step_reporting_update
 
