@@ -21,11 +21,17 @@ class RecipeConfig:
     # options of the random-replacement task and of the gradient-penalty criterion
     rr_args: Tuple[str, ...] = ("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3")
     gp_args: Tuple[str, ...] = ("--gp-epsilon", "1.0")
+    # method `ss`: the model's own argmax guesses as replacements, p_s rising on a schedule (untuned: the
+    # same p_s/p_t as RR, so the two differ only in where replacements come from and how p_s rises)
+    ss_args: Tuple[str, ...] = ("--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", "0.3")
+    # method `gp_lazy`: added after gp_args (same eps), penalty on every 4th update with weight 4*eps
+    gp_lazy_args: Tuple[str, ...] = ("--gp-interval", "4")
     # fairseq-generate options (beam size, subset and checkpoint are added by the recipe)
     generate_args: Tuple[str, ...] = ("--batch-size", "128", "--max-len-a", "0", "--max-len-b", "48")
-    # relative training cost per method (measured on CPU: an exact-GP update ≈ 2.5× a baseline one), used
-    # only to start the most expensive runs first
-    cost: Dict[str, float] = field(default_factory=lambda: {"baseline": 1.0, "rr": 1.0, "gp": 2.5, "rr_gp": 2.5})
+    # relative training cost per method (measured on CPU: an exact-GP update ≈ 2.5× a baseline one; ss and
+    # gp_lazy: bench/RESULTS.md), used only to start the most expensive runs first
+    cost: Dict[str, float] = field(default_factory=lambda: {"baseline": 1.0, "rr": 1.0, "gp": 2.5, "rr_gp": 2.5,
+                                                            "ss": 1.3, "gp_lazy": 1.35})
 
 
 def _transformer(layers: int, dim: int, ffn: int, heads: int) -> List[str]:
@@ -60,6 +66,12 @@ def _budget(max_update: int, validate_every: int) -> List[str]:
     ]
 
 
+def _ss(total_updates: int) -> Tuple[str, ...]:
+    # scheduled sampling's rising rate (inverse sigmoid, as in Bengio et al. 2015) over the whole run
+    return RecipeConfig.ss_args + ("--replace-schedule", "inverse_sigmoid",
+                                   "--replace-schedule-updates", str(total_updates))
+
+
 CONFIGS: Dict[str, RecipeConfig] = {}
 
 
@@ -74,6 +86,7 @@ _register(RecipeConfig(
         "--max-tokens", "500", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "2",
     ]),
     rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3", "--replace-warmup-updates", "2"),
+    ss_args=_ss(4),
     generate_args=("--batch-size", "64", "--max-len-a", "0", "--max-len-b", "12"),
 ))
 
@@ -91,6 +104,7 @@ _register(RecipeConfig(
     ]),
     rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
              "--replace-warmup-updates", str(_DEMO_UPDATES // 2)),
+    ss_args=_ss(_DEMO_UPDATES),
 ))
 
 # Untuned scale-up for a real reproduction (CPU hours; minutes on a GPU). Tune on valid before trusting it.
@@ -104,6 +118,7 @@ _register(RecipeConfig(
     ]),
     rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
              "--replace-warmup-updates", str(_FULL_UPDATES // 2)),
+    ss_args=_ss(_FULL_UPDATES),
     generate_args=("--batch-size", "256", "--max-len-a", "0", "--max-len-b", "48"),
 ))
 
