@@ -32,9 +32,10 @@ run continues identically). ``k = 1`` and ``N = 0`` are exactly the unlazy crite
 Logged columns: ``loss`` = ``l + 0.5*eps*gp`` (for both methods, so they compare; in base 2 like
 fairseq's), ``nll_loss`` = the clean NLL, and ``gp`` = the batch's ``||dl/de||^2`` (natural-log units).
 On penalised updates ``loss`` uses the update's weight (``k * eps`` ramped); ``gp`` is averaged over
-penalised batches only. The penalty only applies in training with gradients enabled; validation (``torch.no_grad``, eval mode)
-returns the plain criterion's values. With gradient accumulation or data parallelism each micro-batch is
-penalised on its own mean, and fairseq averages the terms weighted by ``sample_size``.
+penalised batches only. The penalty only applies in training with gradients enabled; validation
+(``torch.no_grad``, eval mode) returns the plain criterion's values. With gradient accumulation or data
+parallelism each micro-batch is penalised on its own mean, and fairseq averages the terms weighted by
+``sample_size``.
 Data parallel: ``--ddp-backend pytorch_ddp`` (fairseq's default, alias ``c10d``), ``legacy_ddp`` and
 ``no_c10d`` give the same gradients as one process on the same global batch, for both methods and both
 ``--gp-over`` (tested on 2 ranks; evidence and reasons in docs/ddp.md). Other backends (``fully_sharded``,

@@ -23,7 +23,8 @@ class RecipeConfig:
     gp_args: Tuple[str, ...] = ("--gp-epsilon", "1.0")
     # method `ss`: the model's own argmax guesses as replacements, p_s rising on a schedule (untuned: the
     # same p_s/p_t as RR, so the two differ only in where replacements come from and how p_s rises)
-    ss_args: Tuple[str, ...] = ("--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", "0.3")
+    ss_args: Tuple[str, ...] = ("--replace-pool", "model",
+                                "--replace-sample-prob", "0.5", "--replace-token-prob", "0.3")
     # method `gp_lazy`: added after gp_args (same eps), penalty on every 4th update with weight 4*eps
     gp_lazy_args: Tuple[str, ...] = ("--gp-interval", "4")
     # fairseq-generate options (beam size, subset and checkpoint are added by the recipe)
