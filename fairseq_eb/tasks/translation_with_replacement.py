@@ -140,6 +140,7 @@ class CorruptedSample(NamedTuple):
     """What :meth:`TranslationWithReplacementTask.corrupt_sample` returns."""
 
     sample: Dict[str, Any]  # a shallow copy with the corrupted decoder input (or the input sample)
+    # counts: 0-dim tensors on the batch's device (no host sync); plain 0 only for a batch without decoder input
     selected: Union[int, torch.Tensor]  # number of positions chosen by the gates
     changed: Union[int, torch.Tensor]  # number of positions whose token actually changed (<= selected)
     seed: Optional[int]  # the generator seed of the draws (None: nothing drawn)
@@ -190,9 +191,11 @@ class TranslationWithReplacementTask(TranslationTask):
         if net_input is None or "prev_output_tokens" not in net_input:
             return CorruptedSample(sample, 0, 0, None)
         micro = self.micro_batches.next(update_num)
+        prev = net_input["prev_output_tokens"]
         p_s = scheduled_sample_prob(self.cfg, update_num)
         if p_s <= 0.0 or self.cfg.replace_token_prob <= 0.0:
-            return CorruptedSample(sample, 0, 0, None)
+            none = prev.new_zeros(())
+            return CorruptedSample(sample, none, none, None)
         pool = str(self.cfg.replace_pool)
         guesses = None
         if pool == "model":
@@ -202,7 +205,6 @@ class TranslationWithReplacementTask(TranslationTask):
             def guesses(generator):
                 return model_guesses(model, net_input, temperature=self.cfg.replace_model_temperature,
                                      generator=generator, autocast=autocast)
-        prev = net_input["prev_output_tokens"]
         seed = replacement_seed(self.cfg.seed, update_num, _data_parallel_rank(), micro)
         generator = torch.Generator(device=prev.device)
         generator.manual_seed(seed)
