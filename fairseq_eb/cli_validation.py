@@ -28,7 +28,8 @@ def _check_criterion(args: argparse.Namespace) -> None:
     from fairseq_eb.criterions import label_smoothed_cross_entropy_with_gp as module
 
     module.validate_gp_options(args.gp_epsilon, args.gp_over, args.gp_method,
-                               getattr(args, "ddp_backend", None), getattr(args, "distributed_world_size", 1))
+                               getattr(args, "ddp_backend", None), getattr(args, "distributed_world_size", 1),
+                               getattr(args, "gp_interval", 1), getattr(args, "gp_warmup_updates", 0))
 
 
 def validation_errors(args: argparse.Namespace) -> List[str]:

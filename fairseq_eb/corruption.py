@@ -1,9 +1,10 @@
-"""Random target-token replacement of the decoder input: pure, vectorised tensor functions.
+"""Target-token replacement of the decoder input: pure, vectorised tensor functions.
 
 Why: teacher forcing only ever shows the decoder gold prefixes. Replacing some decoder-input tokens by
-other tokens while still predicting the gold next token shows it plausible *wrong* prefixes, in one
-parallel forward pass (docs/method.md §2). Everything here is a few tensor ops on the batch's device; there is
-no Python loop over sentences or tokens, so the cost is negligible next to a training step.
+other tokens (random ones, or the model's own guesses) while still predicting the gold next token shows
+it plausible *wrong* prefixes, in one parallel forward pass (docs/method.md §2). Everything here is a few tensor ops on the
+batch's device; there is no Python loop over sentences or tokens, so the cost is negligible next to a
+training step (the model pool's guesses cost a forward pass, made in ``fairseq_eb.model_guesses``).
 
 fairseq layout: ``prev_output_tokens = [BOS(=EOS), y1 .. yn]`` padded with PAD on the right (or on the
 left with ``--left-pad-target``). Eligible for replacement are y1 .. yn: every non-PAD position except
@@ -12,12 +13,43 @@ the first non-PAD one (the BOS), wherever the padding is.
 from __future__ import annotations
 
 import hashlib
-from typing import Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-POOLS = ("target", "source_target", "vocab")
+POOLS = ("target", "source_target", "vocab", "model")
+
+
+class Corruption(NamedTuple):
+    """What :func:`corrupt_decoder_input` returns.
+
+    ``selected`` marks the positions the gates chose; a drawn token may equal the original, so the
+    positions that actually changed are ``tokens != original`` (see :func:`changed_positions`).
+    """
+
+    tokens: Tensor  # (B, T) the corrupted decoder input (a new tensor)
+    selected: Tensor  # (B, T) bool: positions chosen by the p_s / p_t gates
+
+
+def changed_positions(original: Tensor, corruption: Corruption) -> Tensor:
+    """Bool mask of the positions whose token differs from the original decoder input."""
+    return corruption.tokens.ne(original)
+
+
+def align_model_guesses(prev_output_tokens: Tensor, guesses: Tensor, vocab_range: Tuple[int, int]) -> Tensor:
+    """Move the model's guesses into decoder-input positions, keeping gold where a guess is special.
+
+    ``guesses[:, j]`` is the model's guess for ``target[j]`` given the gold prefix, and the decoder input
+    holds ``target[j]`` at position ``j + 1`` (``prev_output_tokens = [BOS, y1..yn]``, aligned with
+    ``target = [y1..yn, EOS]`` for left and right padding alike). A guess outside ``[low, high)`` (BOS,
+    PAD, EOS, UNK, fairseq's 'madeupword' fillers) keeps the gold token: feeding an end-of-sentence or
+    padding symbol mid-sentence is not a mistake the decoder makes at test time in a useful way.
+    """
+    low, high = vocab_range
+    shifted = torch.cat([prev_output_tokens[:, :1], guesses[:, :-1].to(prev_output_tokens.dtype)], dim=1)
+    ordinary = shifted.ge(low) & shifted.lt(high)
+    return torch.where(ordinary, shifted, prev_output_tokens)
 
 
 def replacement_seed(seed: int, update_num: int, rank: int, micro_batch: int = 0) -> int:
@@ -68,8 +100,9 @@ def corrupt_decoder_input(
     src_tokens: Optional[Tensor] = None,
     vocab_range: Optional[Tuple[int, int]] = None,
     generator: Optional[torch.Generator] = None,
-) -> Tuple[Tensor, Tensor]:
-    """Return ``(corrupted, replaced_mask)``; the input tensor is never modified.
+    model_guesses: Optional[Callable[[Optional[torch.Generator]], Tensor]] = None,
+) -> Corruption:
+    """Return a :class:`Corruption` (new tokens, selected mask); the input tensor is never modified.
 
     Args:
         prev_output_tokens: (B, T) decoder input, ``[BOS, y1..yn]`` right- or left-padded with ``pad``.
@@ -77,13 +110,15 @@ def corrupt_decoder_input(
         token_prob: p_t, probability that an eligible position of a corrupted sentence is replaced.
         pool: where replacement tokens come from: ``target`` (the sentence's own y1..yn),
             ``source_target`` (its source and decoder-input tokens, special symbols included, as the
-            UniLM reference does) or ``vocab`` (uniform over ``vocab_range``).
+            UniLM reference does), ``vocab`` (uniform over ``vocab_range``) or ``model`` (the model's
+            own guess of the gold token at that position; parallel scheduled sampling).
         src_tokens: (B, S) source tokens, needed for ``source_target``.
-        vocab_range: ``[low, high)`` ids of ordinary symbols, needed for ``vocab``.
+        vocab_range: ``[low, high)`` ids of ordinary symbols, needed for ``vocab`` and ``model``.
         generator: torch generator on the tokens' device, for reproducible draws.
-
-    ``replaced_mask`` marks the positions that were *selected* for replacement (the drawn token may
-    equal the original).
+        model_guesses: for ``model``: called with ``generator`` *after* the gates are drawn, and only if
+            some position is selected; returns (B, T) guesses of ``target`` (see
+            :func:`align_model_guesses`). Why a callable: the guesses cost a forward pass, skipped when
+            nothing is selected, and the gates consume the generator exactly as for the other pools.
     """
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
@@ -109,6 +144,12 @@ def corrupt_decoder_input(
         from_src = src_tokens.gather(1, (src_first + k).clamp(max=src_tokens.size(1) - 1))
         from_tgt = prev_output_tokens.gather(1, (first + k - src_len).clamp(min=0, max=last))
         candidates = torch.where(k < src_len, from_src, from_tgt)
+    elif pool == "model":
+        if model_guesses is None or vocab_range is None:
+            raise ValueError("pool 'model' needs model_guesses and vocab_range")
+        if not bool(replaced.any()):  # nothing selected: skip the forward pass
+            return Corruption(prev_output_tokens.clone(), replaced)
+        candidates = align_model_guesses(prev_output_tokens, model_guesses(generator), vocab_range)
     else:
         if vocab_range is None or vocab_range[1] <= vocab_range[0]:
             raise ValueError(f"pool 'vocab' needs a non-empty vocab_range, got {vocab_range}")
@@ -117,7 +158,7 @@ def corrupt_decoder_input(
             low, high, (bsz, tgt_len), generator=generator, device=device, dtype=prev_output_tokens.dtype
         )
     corrupted = torch.where(replaced, candidates, prev_output_tokens)
-    return corrupted, replaced
+    return Corruption(corrupted, replaced)
 
 
 def warmup_sample_prob(sample_prob: float, update_num: int, warmup_updates: int) -> float:

@@ -424,7 +424,8 @@ def test_empty_sample_gets_no_penalty_instead_of_dividing_by_zero(shared):
     sample = make_sample(task.target_dictionary)
     sample["ntokens"] = 0
     loss, sample_size, log = gp_criterion(task, gp_epsilon=1.0)(model, sample)
-    assert sample_size == 0 and "gp" not in log and torch.isfinite(loss)
+    assert sample_size == 0 and torch.isfinite(loss)
+    assert log["gp"] == 0 and log["gp_sample_size"] == 0  # keys kept: fairseq sums logs key by key
 
 
 def test_gp_metric_is_sample_size_weighted_mean(shared):
@@ -443,7 +444,8 @@ def test_options_in_parser_with_defaults_and_choices():
     parser = argparse.ArgumentParser()
     gen_parser_from_dataclass(parser, GpConfig())
     text = parser.format_help()
-    for flag in ("--gp-epsilon", "--gp-over {lookups,table}", "--gp-method {exact,fgm,auto}"):
+    for flag in ("--gp-epsilon", "--gp-over {lookups,table}", "--gp-method {exact,fgm,auto}", "--gp-interval",
+                 "--gp-warmup-updates"):
         assert flag in text
     args = parser.parse_args([])
     assert (args.gp_epsilon, args.gp_over, args.gp_method) == (1.0, "lookups", "exact")
@@ -457,9 +459,11 @@ def test_options_in_parser_with_defaults_and_choices():
     (dict(gp_epsilon=float("inf")), "--gp-epsilon must be a finite number >= 0"),
     (dict(gp_over="rows"), "--gp-over must be one of {lookups, table}"),
     (dict(gp_method="pgd"), "--gp-method must be one of {exact, fgm, auto}"),
-    (dict(ddp_backend="pytorch_ddp", distributed_world_size=2), "use --ddp-backend legacy_ddp"),
-    (dict(ddp_backend="c10d", distributed_world_size=2, gp_method="fgm"), "use --ddp-backend legacy_ddp"),
-    (dict(ddp_backend="fully_sharded", distributed_world_size=4), "use --ddp-backend legacy_ddp"),
+    (dict(gp_interval=0), "--gp-interval must be an integer >= 1, got 0"),
+    (dict(gp_interval=2.0), "--gp-interval must be an integer >= 1, got 2.0"),
+    (dict(gp_warmup_updates=-1), "--gp-warmup-updates must be an integer >= 0, got -1"),
+    (dict(ddp_backend="fully_sharded", distributed_world_size=4), "use --ddp-backend pytorch_ddp or legacy_ddp"),
+    (dict(ddp_backend="slowmo", distributed_world_size=2, gp_method="fgm"), "does not support --ddp-backend slowmo"),
 ])
 def test_bad_options_fail_at_setup_naming_option_and_range(shared, kwargs, message):
     task, _ = shared
@@ -470,8 +474,10 @@ def test_bad_options_fail_at_setup_naming_option_and_range(shared, kwargs, messa
 @pytest.mark.parametrize("kwargs", [
     dict(ddp_backend="legacy_ddp", distributed_world_size=2),
     dict(ddp_backend="no_c10d", distributed_world_size=2),
-    dict(ddp_backend="pytorch_ddp", distributed_world_size=1),
-    dict(ddp_backend="c10d", distributed_world_size=2, gp_epsilon=0.0),
+    dict(ddp_backend="pytorch_ddp", distributed_world_size=2),
+    dict(ddp_backend="c10d", distributed_world_size=2, gp_method="fgm"),
+    dict(ddp_backend="fully_sharded", distributed_world_size=1),
+    dict(ddp_backend="slowmo", distributed_world_size=2, gp_epsilon=0.0),
 ])
 def test_supported_setups_accepted(shared, kwargs):
     task, _ = shared

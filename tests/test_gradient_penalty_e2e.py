@@ -57,15 +57,3 @@ def test_two_rank_legacy_ddp_finishes(toy_bin, tmp_path):
     for rank, result in enumerate(results):
         assert f"distributed init (rank {rank})" in result.stdout + result.stderr
     assert (tmp_path / "ck" / "checkpoint_last.pt").exists()
-
-
-@pytest.mark.parametrize("backend", ["c10d", "pytorch_ddp"])
-def test_pytorch_ddp_refused_with_working_backend_named(toy_bin, tmp_path, backend):
-    ranks = run_data_parallel_train(train_args(toy_bin, tmp_path / "ck", 2, "--ddp-backend", backend),
-                                    timeout=300, check=False)
-    for rank in ranks:
-        returncode, log = rank.returncode, rank.stdout + rank.stderr
-        assert returncode != 0
-        assert f"does not support --ddp-backend {backend} with 2 workers" in log, log[-3000:]
-        assert "use --ddp-backend legacy_ddp" in log
-        assert "train_inner" not in log

@@ -76,7 +76,10 @@ def test_train_step_corrupts_a_copy_and_keeps_targets(toy_bin):
     assert torch.equal(new_prev[:, 0], prev_before[:, 0])  # BOS kept
     assert torch.equal(new_prev.eq(pad), prev_before.eq(pad))  # PAD kept
     eligible = prev_before.ne(pad).sum() - len(prev_before)
-    assert int(log["eb_replaced"]) == int(eligible)
+    assert int(log["eb_selected"]) == int(eligible)  # p_s = p_t = 1: every y1..yn selected
+    # `replaced` counts actual changes: a draw from the sentence's own tokens may equal the original
+    assert int(log["eb_replaced"]) == int(new_prev.ne(prev_before).sum())
+    assert 0 < int(log["eb_replaced"]) < int(eligible)
     assert model.num_updates == 3 and model.w.grad is not None  # fairseq's train_step still ran
 
 
@@ -142,8 +145,14 @@ def test_vocab_pool_uses_ordinary_symbols(toy_bin):
         ("replace_sample_prob", 1.5, r"--replace-sample-prob must be a probability in \[0, 1\], got 1.5"),
         ("replace_sample_prob", -0.1, r"--replace-sample-prob must be a probability in \[0, 1\]"),
         ("replace_token_prob", 2, r"--replace-token-prob must be a probability in \[0, 1\]"),
-        ("replace_pool", "words", r"--replace-pool must be one of \{target, source_target, vocab\}"),
+        ("replace_pool", "words", r"--replace-pool must be one of \{target, source_target, vocab, model\}"),
         ("replace_warmup_updates", -3, r"--replace-warmup-updates must be an integer >= 0"),
+        ("replace_model_temperature", -1.0, r"--replace-model-temperature must be a finite number >= 0"),
+        ("replace_schedule", "cosine", r"--replace-schedule must be one of \{constant, linear, exponential, "
+         r"inverse_sigmoid\}"),
+        ("replace_schedule", "linear", r"--replace-schedule linear needs --replace-schedule-updates > 0"),
+        ("replace_schedule_updates", -5, r"--replace-schedule-updates must be an integer >= 0, got -5"),
+        ("replace_schedule_shape", -1.0, r"--replace-schedule-shape must be a finite number >= 0"),
     ],
 )
 def test_bad_options_fail_at_setup(toy_bin, field, value, message):
@@ -153,3 +162,30 @@ def test_bad_options_fail_at_setup(toy_bin, field, value, message):
         validate_replacement_config(cfg)
     with pytest.raises(ValueError, match=message):
         TranslationWithReplacementTask.setup_task(cfg)
+
+
+def test_warmup_and_a_schedule_together_are_refused(toy_bin):
+    cfg = make_cfg(toy_bin)
+    cfg.replace_warmup_updates, cfg.replace_schedule, cfg.replace_schedule_updates = 10, "exponential", 10
+    with pytest.raises(ValueError, match="--replace-warmup-updates is the linear schedule; use it or "
+                                         "--replace-schedule exponential"):
+        validate_replacement_config(cfg)
+
+
+@pytest.mark.parametrize("schedule,update,fraction", [
+    ("linear", 25, 0.25), ("exponential", 100, 1 - 2.718281828459045 ** -5), ("inverse_sigmoid", 50, 0.5),
+    ("inverse_sigmoid", 0, 0.0), ("constant", 0, 1.0)])
+def test_schedule_drives_sample_prob(toy_bin, schedule, update, fraction):
+    cfg = make_cfg(toy_bin)
+    cfg.replace_sample_prob, cfg.replace_schedule = 0.8, schedule
+    cfg.replace_schedule_updates = 0 if schedule == "constant" else 100
+    validate_replacement_config(cfg)
+    assert twr.scheduled_sample_prob(cfg, update) == pytest.approx(0.8 * fraction, abs=1e-12)
+
+
+def test_warmup_option_is_the_linear_schedule(toy_bin):
+    warm, lin = make_cfg(toy_bin), make_cfg(toy_bin)
+    warm.replace_warmup_updates = 40
+    lin.replace_schedule, lin.replace_schedule_updates = "linear", 40
+    for u in (0, 1, 13, 39, 40, 500):
+        assert twr.scheduled_sample_prob(warm, u) == twr.scheduled_sample_prob(lin, u) == 0.5 * min(1, u / 40)

@@ -64,7 +64,9 @@ def test_generate_and_interactive_on_checkpoint(trained, toy_bin, tmp_path):
 
 def test_options_in_help():
     out = run_fairseq("train", ["--user-dir", USER_DIR, "--task", "translation_with_replacement", "--help"]).stdout
-    for flag in ("--replace-sample-prob", "--replace-token-prob", "--replace-pool", "--replace-warmup-updates"):
+    for flag in ("--replace-sample-prob", "--replace-token-prob", "--replace-pool", "--replace-warmup-updates",
+                 "--replace-model-temperature", "--replace-schedule", "--replace-schedule-updates",
+                 "--replace-schedule-shape"):
         assert flag in out
 
 
@@ -84,19 +86,13 @@ RECORD_SEEDS = """
 import json, os
 from fairseq_eb.tasks.translation_with_replacement import TranslationWithReplacementTask as T
 _orig = T.corrupt_sample
-def _recording(self, sample, update_num):
-    new, n = _orig(self, sample, update_num)
+def _recording(self, sample, update_num, **kw):
+    result = _orig(self, sample, update_num, **kw)
     with open(os.environ["EB_OUT"] + "/rank" + os.environ["EB_RANK"] + ".jsonl", "a") as f:
-        f.write(json.dumps({"update": update_num, "rng": self._last_seed,
-                            "prev": new["net_input"]["prev_output_tokens"].tolist()}) + "\\n")
-    return new, n
+        f.write(json.dumps({"update": update_num, "rng": result.seed,
+                            "prev": result.sample["net_input"]["prev_output_tokens"].tolist()}) + "\\n")
+    return result
 T.corrupt_sample = _recording
-_orig_gen = T._generator
-def _gen(self, device, update_num):
-    g = _orig_gen(self, device, update_num)
-    self._last_seed = g.initial_seed()
-    return g
-T._generator = _gen
 """
 
 

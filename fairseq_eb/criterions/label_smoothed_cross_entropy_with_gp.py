@@ -6,10 +6,18 @@ surrogate and why it agrees to ``O(eps^2)``, the fused output-layer gradient, th
 data-parallel rules are in docs/method.md §3-§5. ``--gp-method auto`` takes ``exact`` for batches whose
 padded source and target are at most 512 tokens long and ``fgm`` above, logging each choice once
 (docs/gradient_penalty_attention.md).
+
+Lazy penalty (``--gp-interval k``, Karras et al. 2020's lazy R1 regularisation): only updates whose number
+is a multiple of ``k`` are penalised, with weight ``k * eps``; ``--gp-warmup-updates N`` ramps the weight
+by ``min(1, u / N)``. Both depend only on the update number, so every micro-batch and rank agree
+(docs/schedules.md). Data parallel: ``pytorch_ddp`` (fairseq's default), ``legacy_ddp`` and ``no_c10d`` give
+the same gradients as one process (tested on 2 ranks; docs/ddp.md); ``fully_sharded`` and ``slowmo`` are
+refused at setup with more than one worker.
 """
+import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Tuple
+from typing import Any, NamedTuple, Optional
 
 import torch
 from omegaconf import II
@@ -40,9 +48,11 @@ from fairseq_eb.gradient_penalty import (
 
 GP_OVER = ("lookups", "table")
 GP_METHODS = ("exact", "fgm", "auto")
-# fairseq's data-parallel wrappers that all-reduce gradients *after* the whole backward, so double
-# backprop sees a plain module. PyTorch's DistributedDataParallel does not support create_graph.
-SAFE_DDP_BACKENDS = ("legacy_ddp", "no_c10d")
+# fairseq's data-parallel backends under which the penalty's gradients equal one process's (docs/ddp.md):
+# legacy_ddp/no_c10d all-reduce after the whole backward; PyTorch's DDP (pytorch_ddp/c10d) all-reduces from
+# the parameters' gradient-accumulation hooks, which autograd.grad w.r.t. lookups/tables never fires, so
+# they fire once, in the trainer's backward.
+SAFE_DDP_BACKENDS = ("pytorch_ddp", "c10d", "legacy_ddp", "no_c10d")
 
 
 @dataclass
@@ -63,13 +73,48 @@ class LabelSmoothedCrossEntropyWithGpCriterionConfig(LabelSmoothedCrossEntropyCr
                   "loss at embeddings shifted by eps*gradient (gradient held constant), no double backward; "
                   "'auto' = exact for batches up to 512 tokens long, fgm above (docs/gradient_penalty_attention.md)"},
     )
+    gp_interval: int = field(
+        default=1,
+        metadata={"help": "lazy penalty: penalise only updates whose number is a multiple of k >= 1, with weight "
+                  "k*eps (1 = every update)"},
+    )
+    gp_warmup_updates: int = field(
+        default=0,
+        metadata={"help": "ramp the penalty weight linearly from 0 over this many updates (>= 0; 0 = no ramp)"},
+    )
     ddp_backend: str = II("distributed_training.ddp_backend")
     distributed_world_size: int = II("distributed_training.distributed_world_size")
 
 
+class PenalisedLoss(NamedTuple):
+    """What one penalised forward returns (both methods)."""
+
+    objective: torch.Tensor  # what the trainer's backward differentiates (summed scale)
+    logged: torch.Tensor  # L + N * 0.5 * eps * gp, detached, for the `loss` column
+    nll_loss: torch.Tensor  # the clean summed NLL
+    gp: torch.Tensor  # ||dl/de||^2 of the batch mean, fp32
+    net_output: Any  # the clean forward's output (for accuracy reporting)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def penalty_weight(gp_epsilon: float, update_num: int, interval: int = 1, warmup_updates: int = 0) -> float:
+    """The penalty weight at ``update_num``: ``interval * eps`` (ramped) on every ``interval``-th update, else 0."""
+    if update_num % interval != 0:
+        return 0.0
+    ramp = 1.0 if warmup_updates <= 0 else min(1.0, max(0, update_num) / warmup_updates)
+    return interval * gp_epsilon * ramp
+
+
 def validate_gp_options(gp_epsilon: Any, gp_over: Any, gp_method: Any, ddp_backend: Any = None,
-                        distributed_world_size: Any = 1) -> None:
+                        distributed_world_size: Any = 1, gp_interval: Any = 1, gp_warmup_updates: Any = 0) -> None:
     """Reject bad options at setup, naming the option and its valid range."""
+    if not _is_int(gp_interval) or gp_interval < 1:
+        raise ValueError(f"--gp-interval must be an integer >= 1, got {gp_interval!r}")
+    if not _is_int(gp_warmup_updates) or gp_warmup_updates < 0:
+        raise ValueError(f"--gp-warmup-updates must be an integer >= 0, got {gp_warmup_updates!r}")
     if isinstance(gp_epsilon, bool) or not isinstance(gp_epsilon, (int, float)) or not (
         math.isfinite(gp_epsilon) and gp_epsilon >= 0
     ):
@@ -83,8 +128,8 @@ def validate_gp_options(gp_epsilon: Any, gp_over: Any, gp_method: Any, ddp_backe
     if gp_epsilon > 0 and world > 1 and backend not in SAFE_DDP_BACKENDS:
         raise ValueError(
             f"--criterion label_smoothed_cross_entropy_with_gp with --gp-epsilon > 0 does not support "
-            f"--ddp-backend {backend} with {world} workers (PyTorch DistributedDataParallel does not support "
-            f"the penalty's extra backward passes); use --ddp-backend legacy_ddp"
+            f"--ddp-backend {backend} with {world} workers (tested: {', '.join(SAFE_DDP_BACKENDS)}); "
+            f"use --ddp-backend pytorch_ddp or legacy_ddp"
         )
 
 
@@ -97,14 +142,58 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
     fuse_output_layer: bool = True
 
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
-                 gp_epsilon=1.0, gp_over="lookups", gp_method="exact", ddp_backend=None, distributed_world_size=1):
+                 gp_epsilon=1.0, gp_over="lookups", gp_method="exact", ddp_backend=None, distributed_world_size=1,
+                 gp_interval=1, gp_warmup_updates=0):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size=ignore_prefix_size,
                          report_accuracy=report_accuracy)
-        validate_gp_options(gp_epsilon, gp_over, gp_method, ddp_backend, distributed_world_size)
+        validate_gp_options(gp_epsilon, gp_over, gp_method, ddp_backend, distributed_world_size,
+                            gp_interval, gp_warmup_updates)
         self.gp_epsilon = float(gp_epsilon)
         self.gp_over = str(gp_over)
         self.gp_method = str(gp_method)
         self._choose_method = GpMethodChoice(self.gp_method)
+        self.gp_interval = int(gp_interval)
+        self.gp_warmup_updates = int(gp_warmup_updates)
+        self.num_updates: Optional[int] = None
+        if self.gp_interval > 1 or self.gp_warmup_updates > 0:
+            self._follow_update_number(task)
+
+    # ---- the update number (lazy penalty, warm-up)
+
+    def set_num_updates(self, num_updates: int) -> None:
+        """The number of the update being computed (fairseq's ``update_num``)."""
+        self.num_updates = int(num_updates)
+
+    def _follow_update_number(self, task) -> None:
+        """Have ``task.train_step`` report its ``update_num`` to this criterion before the forward.
+
+        Why: fairseq 0.12's trainer passes the update number to ``task.train_step`` (and the model), never to
+        the criterion, and the lazy penalty must decide per update from it. Wrapping this one task
+        instance's ``train_step`` works with any task (``translation`` or ours) and changes nothing else.
+        """
+        if task is None:
+            return
+        train_step, this = task.train_step, self
+
+        @functools.wraps(train_step)  # same parameter names: fairseq's trainer passes them by keyword
+        def train_step_reporting_update(sample, model, criterion, optimizer, update_num, ignore_grad=False,
+                                        **kwargs):
+            if criterion is this:
+                this.set_num_updates(update_num)
+            return train_step(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
+
+        task.train_step = train_step_reporting_update
+
+    def current_weight(self) -> float:
+        """The penalty weight of the current update (``eps`` when neither interval nor warm-up is set)."""
+        if self.gp_interval == 1 and self.gp_warmup_updates == 0:
+            return self.gp_epsilon
+        if self.num_updates is None:
+            raise RuntimeError("--gp-interval/--gp-warmup-updates need the update number: train through "
+                               "task.train_step or call criterion.set_num_updates(update_num) first")
+        return penalty_weight(self.gp_epsilon, self.num_updates, self.gp_interval, self.gp_warmup_updates)
+
+    # ---- forward
 
     def penalty_applies(self, model, reduce: bool = True) -> bool:
         """Training-time only: needs gradients, a train-mode model, a summed loss and eps > 0."""
@@ -112,34 +201,38 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
 
     def forward(self, model, sample, reduce=True):
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
-        if not self.penalty_applies(model, reduce) or sample_size == 0:  # no mean to penalise
+        if not self.penalty_applies(model, reduce):
             return super().forward(model, sample, reduce=reduce)
+        weight = self.current_weight()
+        if weight == 0 or sample_size == 0:  # not a penalised update, or no mean to penalise
+            loss, sample_size, logging_output = super().forward(model, sample, reduce=reduce)
+            # same keys on every micro-batch and rank (fairseq sums logging outputs key by key)
+            logging_output.update(gp=0.0, gp_sample_size=0)
+            return loss, sample_size, logging_output
         if self._choose_method(sample) == "exact":
-            loss, nll_loss, penalty, gp, net_output = self._exact(model, sample, sample_size)
-            objective = loss + penalty
-            logged_objective = objective.data
+            result = self._exact(model, sample, sample_size, weight)
         else:
-            objective, loss, nll_loss, gp, net_output = self._fgm(model, sample, sample_size)
-            logged_objective = loss.data + 0.5 * self.gp_epsilon * sample_size * gp
+            result = self._fgm(model, sample, sample_size, weight)
         logging_output = {
-            "loss": logged_objective,
-            "nll_loss": nll_loss.data,
+            "loss": result.logged,
+            "nll_loss": result.nll_loss.data,
             "ntokens": sample["ntokens"],
             "nsentences": sample["target"].size(0),
             "sample_size": sample_size,
             # gp times sample_size, so that summing over workers/micro-batches gives a weighted mean.
-            "gp": gp * sample_size,
+            "gp": result.gp * sample_size,
+            "gp_sample_size": sample_size,
         }
         if self.report_accuracy:
-            n_correct, total = self.compute_accuracy(model, net_output, sample)
+            n_correct, total = self.compute_accuracy(model, result.net_output, sample)
             logging_output["n_correct"] = utils.item(n_correct.data)
             logging_output["total"] = utils.item(total.data)
-        return objective, sample_size, logging_output
+        return result.objective, sample_size, logging_output
 
     def _penalised(self, modules, capture: LookupCapture):
         return capture.outputs if self.gp_over == "lookups" else embedding_tables(modules)
 
-    def _exact(self, model, sample, sample_size) -> Tuple[torch.Tensor, ...]:
+    def _exact(self, model, sample, sample_size, eps: float) -> PenalisedLoss:
         modules = embedding_modules(model)
         fused = self.fuse_output_layer and self.gp_over == "lookups" and self._plain_output_layer(model)
         with LookupCapture(modules) as capture, double_backward_safe_attention():
@@ -149,8 +242,9 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
                 net_output = model(**sample["net_input"])
         if not fused:
             loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=True)
-            penalty, gp = exact_penalty(loss, sample_size, self._penalised(modules, capture), self.gp_epsilon)
-            return loss, nll_loss, penalty, gp, net_output
+            penalty, gp = exact_penalty(loss, sample_size, self._penalised(modules, capture), eps)
+            objective = loss + penalty
+            return PenalisedLoss(objective, objective.detach(), nll_loss, gp, net_output)
         # Same loss as compute_loss, keeping lprobs for the fused first-order gradient at the output layer.
         net_output = (model.decoder.output_layer(features), extra)
         lprobs, target = self.get_lprobs_and_target(model, net_output, sample)
@@ -160,9 +254,10 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
         grad_features = SmoothedCEFeatureGrad.apply(logits.reshape(-1, logits.size(-1)),
                                                     model.decoder.output_projection.weight, lprobs.detach(),
                                                     target, target.ne(self.padding_idx).to(lprobs.dtype), self.eps)
-        penalty, gp = exact_penalty(flat, sample_size, capture.outputs, self.gp_epsilon,
+        penalty, gp = exact_penalty(flat, sample_size, capture.outputs, eps,
                                     grad_outputs=grad_features.to(flat.dtype))  # autocast may differ
-        return loss, nll_loss, penalty, gp, net_output
+        objective = loss + penalty
+        return PenalisedLoss(objective, objective.detach(), nll_loss, gp, net_output)
 
     def _plain_output_layer(self, model) -> bool:
         """Whether the loss is fairseq's transformer head: log_softmax(features @ W^T), no bias/prefix."""
@@ -178,13 +273,13 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
             and self.ignore_prefix_size == 0
         )
 
-    def _fgm(self, model, sample, sample_size) -> Tuple[torch.Tensor, ...]:
+    def _fgm(self, model, sample, sample_size, eps: float) -> PenalisedLoss:
         modules = embedding_modules(model)
         with same_dropout_masks(model), LookupCapture(modules) as capture:
             net_output = model(**sample["net_input"])
             loss, nll_loss = self.compute_loss(model, net_output, sample, reduce=True)
         wrt = self._penalised(modules, capture)
-        shifts, gp = fgm_shifts(loss, sample_size, wrt, self.gp_epsilon)
+        shifts, gp = fgm_shifts(loss, sample_size, wrt, eps)
         if self.gp_over == "lookups":
             with LookupCapture(modules, shifts=shifts):
                 perturbed_output = model(**sample["net_input"])
@@ -192,7 +287,8 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
             with substituted_parameters(model, wrt, [t + r for t, r in zip(wrt, shifts)]):
                 perturbed_output = model(**sample["net_input"])
         perturbed_loss, _ = self.compute_loss(model, perturbed_output, sample, reduce=True)
-        return perturbed_loss, loss.detach(), nll_loss.detach(), gp, net_output
+        logged = loss.detach() + 0.5 * eps * sample_size * gp
+        return PenalisedLoss(perturbed_loss, logged, nll_loss.detach(), gp, net_output)
 
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
@@ -200,7 +296,8 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
         if not any("gp" in log for log in logging_outputs):
             return
         gp_sum = utils.item(sum(log.get("gp", 0) for log in logging_outputs))
-        sample_size = utils.item(sum(log.get("sample_size", 0) for log in logging_outputs))
+        # penalised batches only (lazy penalty); older logging outputs lack the key: all were penalised
+        sample_size = utils.item(sum(log.get("gp_sample_size", log.get("sample_size", 0)) for log in logging_outputs))
         if sample_size > 0:
             metrics.log_scalar("gp", gp_sum / sample_size, sample_size, round=5)
 

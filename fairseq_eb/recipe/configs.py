@@ -23,11 +23,18 @@ class RecipeConfig:
     # options of the random-replacement task and of the gradient-penalty criterion
     rr_args: Tuple[str, ...] = ("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3")
     gp_args: Tuple[str, ...] = ("--gp-epsilon", "1.0")
+    # method `ss`: the model's own argmax guesses as replacements, p_s rising on a schedule (untuned: the
+    # same p_s/p_t as RR, so the two differ only in where replacements come from and how p_s rises)
+    ss_args: Tuple[str, ...] = ("--replace-pool", "model",
+                                "--replace-sample-prob", "0.5", "--replace-token-prob", "0.3")
+    # method `gp_lazy`: added after gp_args (same eps), penalty on every 4th update with weight 4*eps
+    gp_lazy_args: Tuple[str, ...] = ("--gp-interval", "4")
     # fairseq-generate options (beam size, subset and checkpoint are added by the recipe)
     generate_args: Tuple[str, ...] = ("--batch-size", "128", "--max-len-a", "0", "--max-len-b", "48")
-    # relative training cost per method (measured on CPU: an exact-GP update ≈ 2.5× a baseline one), used
-    # only to start the most expensive runs first
-    cost: Dict[str, float] = field(default_factory=lambda: {"baseline": 1.0, "rr": 1.0, "gp": 2.5, "rr_gp": 2.5})
+    # relative training cost per method (measured on CPU: an exact-GP update ≈ 2.5× a baseline one; ss and
+    # gp_lazy: bench/RESULTS.md), used only to start the most expensive runs first
+    cost: Dict[str, float] = field(default_factory=lambda: {"baseline": 1.0, "rr": 1.0, "gp": 2.5, "rr_gp": 2.5,
+                                                            "ss": 1.3, "gp_lazy": 1.35})
     # fairseq-train options of a one-off denoising pre-training that every run fine-tunes from (empty = none);
     # see fairseq_eb.recipe.pretrain
     pretrain_args: Tuple[str, ...] = ()
@@ -94,6 +101,12 @@ def _select_by_generation(max_len_b: int, patience: int = -1) -> List[str]:
     ]
 
 
+def _ss(total_updates: int) -> Tuple[str, ...]:
+    # scheduled sampling's rising rate (inverse sigmoid, as in Bengio et al. 2015) over the whole run
+    return RecipeConfig.ss_args + ("--replace-schedule", "inverse_sigmoid",
+                                   "--replace-schedule-updates", str(total_updates))
+
+
 CONFIGS: Dict[str, RecipeConfig] = {}
 
 
@@ -108,6 +121,7 @@ _register(RecipeConfig(
         "--max-tokens", "500", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "2",
     ]),
     rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3", "--replace-warmup-updates", "2"),
+    ss_args=_ss(4),
     generate_args=("--batch-size", "64", "--max-len-a", "0", "--max-len-b", "12"),
 ))
 
@@ -125,6 +139,7 @@ _register(RecipeConfig(
     ]),
     rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
              "--replace-warmup-updates", str(_DEMO_UPDATES // 2)),
+    ss_args=_ss(_DEMO_UPDATES),
 ))
 
 # All Debian data until the validation BLEU stops improving (patience 5 validations of 1,000 updates).
@@ -140,6 +155,7 @@ _register(RecipeConfig(
         "--max-tokens", "8192", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "100",
     ]),
     rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3", "--replace-warmup-updates", "4000"),
+    ss_args=_ss(_CONVERGED_MAX),
     generate_args=("--batch-size", "256", "--max-len-a", "0", "--max-len-b", "48"),
 ))
 
@@ -163,6 +179,7 @@ _register(RecipeConfig(
         "--max-tokens", "2048", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "40",
     ]),
     rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3"),
+    ss_args=_ss(2400),
 ))
 
 

@@ -1,0 +1,67 @@
+"""Schedules of a rate over training updates: pure functions of the update number.
+
+Why pure functions of the update number: the trainer restores the update number on resume and every
+data-parallel rank sees the same one, so a scheduled rate is identical after a resume and on all ranks
+without any state of its own.
+
+Every schedule is a *rising* fraction ``f(u)`` in ``[0, 1]`` that multiplies a target rate: scheduled
+sampling (Bengio et al. 2015) lowers the teacher-forcing probability over training, i.e. raises the
+probability of feeding the model's own guesses, and a warm-up raises a corruption or penalty weight from 0.
+With ``N`` = ``updates`` and ``k`` = ``shape``:
+
+* ``constant``: ``f = 1`` (``N`` unused).
+* ``linear``: ``f = min(1, u / N)``; reaches 1 at ``u = N``.
+* ``exponential``: ``f = 1 - exp(-k u / N)``; the teacher-forcing probability ``1 - f`` decays
+  geometrically by ``exp(-k)`` every ``N`` updates (default ``k = 5``: ``f(N) = 0.993``).
+* ``inverse_sigmoid``: ``f = sigmoid(k (u / N - 1/2))`` rescaled so that ``f(0) = 0`` and ``f(N) = 1``,
+  then held at 1; the teacher-forcing probability ``1 - f`` is Bengio et al.'s inverse sigmoid decay,
+  parametrised by its length ``N`` and steepness ``k`` (default 10) instead of their ``k / (k + exp(u/k))``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
+DEFAULT_SHAPE = {"exponential": 5.0, "inverse_sigmoid": 10.0}
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def schedule_fraction(schedule: str, update_num: int, updates: int, shape: float = 0.0) -> float:
+    """``f(update_num)`` in ``[0, 1]`` for the named schedule (formulas in the module docstring).
+
+    ``shape`` <= 0 picks the schedule's default steepness. ``updates`` must be > 0 unless the schedule is
+    ``constant``.
+    """
+    if schedule == "constant":
+        return 1.0
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if updates <= 0:
+        raise ValueError(f"schedule {schedule!r} needs updates > 0, got {updates}")
+    t = max(0, update_num) / updates
+    if schedule == "linear":
+        return min(1.0, t)
+    k = shape if shape > 0 else DEFAULT_SHAPE[schedule]
+    if schedule == "exponential":
+        return 1.0 - math.exp(-k * t)
+    if t >= 1.0:
+        return 1.0
+    low, high = _sigmoid(-k / 2), _sigmoid(k / 2)
+    return (_sigmoid(k * (t - 0.5)) - low) / (high - low)
+
+
+def validate_schedule(schedule: Any, updates: Any, shape: Any, *, option: str) -> None:
+    """Reject a bad schedule at setup; ``option`` is the command-line prefix, e.g. ``--replace-schedule``."""
+    name = str(schedule)
+    if name not in SCHEDULES:
+        raise ValueError(f"{option} must be one of {{{', '.join(SCHEDULES)}}}, got {name!r}")
+    if not isinstance(updates, int) or isinstance(updates, bool) or updates < 0:
+        raise ValueError(f"{option}-updates must be an integer >= 0, got {updates!r}")
+    if name != "constant" and updates == 0:
+        raise ValueError(f"{option} {name} needs {option}-updates > 0 (the length of the schedule)")
+    if isinstance(shape, bool) or not isinstance(shape, (int, float)) or not math.isfinite(shape) or shape < 0:
+        raise ValueError(f"{option}-shape must be a finite number >= 0 (0 = the schedule's default), got {shape!r}")

@@ -1,0 +1,35 @@
+"""The table recipe's `ss` (model pool, rising schedule) and `gp_lazy` (lazy penalty) methods on the tiny config."""
+import json
+
+from fairseq_eb.recipe.configs import CONFIGS
+from fairseq_eb.recipe.methods import METHODS, check_methods, method_args
+from fairseq_eb.recipe.table import main
+
+
+def test_new_methods_options():
+    assert check_methods(["gp_lazy", "ss", "baseline"]) == ["baseline", "ss", "gp_lazy"]
+    assert METHODS["ss"] == "SS" and METHODS["gp_lazy"] == "GP-lazy"
+    for cfg in CONFIGS.values():
+        ss, lazy, gp = method_args("ss", cfg), method_args("gp_lazy", cfg), method_args("gp", cfg)
+        assert ss[:2] == ["--task", "translation_with_replacement"]
+        assert ss[ss.index("--replace-pool") + 1] == "model"
+        assert ss[ss.index("--replace-schedule") + 1] == "inverse_sigmoid"
+        assert ss[-2:] == ["--criterion", "label_smoothed_cross_entropy"]
+        assert lazy == gp + list(cfg.gp_lazy_args) and "--gp-interval" in lazy
+        assert cfg.cost["ss"] > 1 and cfg.cost["gp_lazy"] > 1
+
+
+def test_tiny_table_with_ss_and_gp_lazy(toy_bin, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--data", str(toy_bin.parent), "--out", str(out), "--config", "tiny", "--methods", "ss", "gp_lazy",
+                 "--seeds", "1", "--beams", "1", "--jobs", "2", "--device", "cpu", "--name", "toy"]) == 0
+    log = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"] == ["ss", "gp_lazy"]
+    for method in ("ss", "gp_lazy"):
+        assert 0.0 <= results["summary"][method]["1"]["rouge-l"]["mean"] <= 100.0
+    assert "--replace-pool model" in results["runs"]["ss/seed1"]["train_command"]
+    assert "--gp-interval 4" in results["runs"]["gp_lazy/seed1"]["train_command"]
+    ss_log = (out / "runs" / "ss" / "seed1" / "train.log").read_text()
+    assert "replaced=" in ss_log and "selected=" in ss_log
+    assert "| toy | 1 | SS / GP-lazy |" in (out / "table.md").read_text(), log[-2000:]
