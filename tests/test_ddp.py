@@ -9,7 +9,7 @@ whose hooks are the question, is the same.
 import pytest
 import torch
 
-from tests.fairseq_cli import TINY_MODEL, USER_DIR, run_data_parallel_train, run_fairseq
+from tests.fairseq_tools import TINY_MODEL, USER_DIR, run_data_parallel_train, run_fairseq
 
 CPU_DDP = """
 import torch

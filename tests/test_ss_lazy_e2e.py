@@ -3,7 +3,7 @@ import json
 import re
 from pathlib import Path
 
-from tests.fairseq_cli import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_data_parallel_train, run_fairseq
+from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_data_parallel_train, run_fairseq
 from tests.test_ddp import CPU_DDP
 
 ALL_OF_IT = ["--user-dir", USER_DIR, "--task", "translation_with_replacement", "--replace-pool", "model",
