@@ -30,6 +30,6 @@ def test_tiny_table_with_ss_and_gp_lazy(toy_bin, tmp_path, capsys):
         assert 0.0 <= results["summary"][method]["1"]["rouge-l"]["mean"] <= 100.0
     assert "--replace-pool model" in results["runs"]["ss/seed1"]["train_command"]
     assert "--gp-interval 4" in results["runs"]["gp_lazy/seed1"]["train_command"]
-    ss_log = (out / "runs" / "ss" / "seed1" / "train.log").read_text()
+    ss_log = (out / "runs" / "ss" / "default" / "seed1" / "train.log").read_text()
     assert "replaced=" in ss_log and "selected=" in ss_log
     assert "| toy | 1 | SS / GP-lazy |" in (out / "table.md").read_text(), log[-2000:]

@@ -31,7 +31,12 @@ def load(checkpoint: str, data_bin: str, subset: str = "valid", user_dir: Option
     from fairseq import checkpoint_utils, utils
     from fairseq.models import FairseqEncoderDecoderModel
 
+    import fairseq_eb
     from fairseq_eb.user_dir import user_dir as own_user_dir
+
+    # this process imported fairseq_eb before fairseq, so fairseq's --user-dir import finds it loaded and
+    # would not run it: register explicitly (the safe checkpoint loader and our task/criterion)
+    fairseq_eb.register()
 
     if not os.path.isfile(checkpoint):
         raise DiagnoseError(f"--path {checkpoint}: no such checkpoint file")
