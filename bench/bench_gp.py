@@ -92,7 +92,8 @@ def batches(d) -> List[dict]:
             prev[i, 0] = d.eos()
             prev[i, 1:len(t) + 1] = t
         out.append({"id": torch.arange(BSZ), "nsentences": BSZ, "ntokens": int(tgt.ne(d.pad()).sum()), "target": tgt,
-                    "net_input": {"src_tokens": src, "src_lengths": src.ne(d.pad()).sum(1), "prev_output_tokens": prev}})
+                    "net_input": {"src_tokens": src, "src_lengths": src.ne(d.pad()).sum(1),
+                                  "prev_output_tokens": prev}})
     return out
 
 
@@ -207,7 +208,8 @@ def main() -> None:
     print(f"model: 3+3 layers, d=256, ffn 1024, 4 heads, shared vocab {VOCAB}, {meta['params']/1e6:.2f}M params; "
           f"batches of {BSZ} sentences, target tokens {meta['ntokens_per_batch']}, "
           f"source tokens {meta['src_tokens_per_batch']}; torch {meta['torch']}, {meta['threads']} thread(s)")
-    header = "| method | step wall time (median) | × time | step CPU time (median) | × CPU | peak live tensors | × peak | + Adam state | × peak | step's peak increase | × increase |"
+    header = ("| method | step wall time (median) | × time | step CPU time (median) | × CPU | peak live tensors "
+              "| × peak | + Adam state | × peak | step's peak increase | × increase |")
     if not args.no_rss:
         header += " RSS peak increase | × RSS |"
     print(header)
@@ -220,7 +222,8 @@ def main() -> None:
                 f"{r['peak_total_adam_mb']:.0f} MiB | {r['peak_total_adam_mb']/base['peak_total_adam_mb']:.2f} | "
                 f"{r['peak_increase_mb']:.0f} MiB | {r['peak_increase_mb']/base['peak_increase_mb']:.2f} |")
         if not args.no_rss:
-            line += f" {r['rss_peak_increase_mb']:.0f} MiB | {r['rss_peak_increase_mb']/base['rss_peak_increase_mb']:.2f} |"
+            rss = r["rss_peak_increase_mb"]
+            line += f" {rss:.0f} MiB | {rss / base['rss_peak_increase_mb']:.2f} |"
         print(line)
     if args.json:
         with open(args.json, "w") as f:

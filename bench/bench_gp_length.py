@@ -6,7 +6,8 @@ Same model as ``bench/bench_gp.py`` (fairseq transformer 3+3, d=256, 8k shared v
 round in one process on the same batch, and so does the exact penalty with SDPA's math backend for
 its forward (the implementation before issue 11, for comparison). The table gives each one's median
 step time (``zero_grad`` + criterion forward + ``backward``; on CPU the calling thread's CPU time,
-less sensitive to other processes on shared cores) and profiled peak of live tensor bytes (``bench_gp.profiled_peak``; on
+less sensitive to other processes on shared cores) and profiled peak of live tensor bytes
+(``bench_gp.profiled_peak``; on
 CUDA ``torch.cuda.max_memory_allocated``) as ratios to the plain step of the same ``T``.
 
 Usage: OMP_NUM_THREADS=1 python bench/bench_gp_length.py [--lengths 32 128 512] [--steps 3] [--threads 1]

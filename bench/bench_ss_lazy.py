@@ -19,12 +19,12 @@ import time
 from argparse import Namespace
 
 import torch
-
-import fairseq_eb  # noqa: F401  (registers the task and criterion, applies shims)
 from bench_replacement import make_batches, make_dictionary
 from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 from fairseq.models.transformer import TransformerModel, base_architecture
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
+
+import fairseq_eb  # noqa: F401  (registers the task and criterion, applies shims)
 from fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp import LabelSmoothedCrossEntropyWithGpCriterion
 from fairseq_eb.model_guesses import model_guesses
 from fairseq_eb.tasks.translation_with_replacement import (
@@ -101,7 +101,8 @@ def main():
             guess.append(time.perf_counter() - t0)
         g = statistics.median(guess)
         print(f"[pool] train step median: translation {med['translation'] * 1e3:.1f} ms | "
-              f"model pool p_s=1 {med['model pool'] * 1e3:.1f} ms | ratio {med['model pool'] / med['translation']:.3f}x")
+              f"model pool p_s=1 {med['model pool'] * 1e3:.1f} ms | "
+              f"ratio {med['model pool'] / med['translation']:.3f}x")
         print(f"[pool] guess pass alone (eval, no grad) median {g * 1e3:.1f} ms = "
               f"{100 * g / med['translation']:.1f}% of the plain step; rest of the difference "
               f"{(med['model pool'] - med['translation'] - g) * 1e3:.1f} ms")

@@ -2,9 +2,9 @@
 
 Why: teacher forcing only ever shows the decoder gold prefixes. Replacing some decoder-input tokens by
 other tokens (random ones, or the model's own guesses) while still predicting the gold next token shows
-it plausible *wrong* prefixes, in one parallel forward pass (docs/method.md §2). Everything here is a few tensor ops on the
-batch's device; there is no Python loop over sentences or tokens, so the cost is negligible next to a
-training step (the model pool's guesses cost a forward pass, made in ``fairseq_eb.model_guesses``).
+it plausible *wrong* prefixes, in one parallel forward pass (docs/method.md §2). Everything here is a few
+tensor ops on the batch's device; there is no Python loop over sentences or tokens, so the cost is negligible
+next to a training step (the model pool's guesses cost a forward pass, made in ``fairseq_eb.model_guesses``).
 
 fairseq layout: ``prev_output_tokens = [BOS(=EOS), y1 .. yn]`` padded with PAD on the right (or on the
 left with ``--left-pad-target``). Eligible for replacement are y1 .. yn: every non-PAD position except

@@ -203,7 +203,8 @@ def exact_penalty(loss_sum: Tensor, sample_size: float, wrt: Sequence[Tensor], e
     return 0.5 * epsilon * sq / n, (sq / (n * n)).detach()
 
 
-def fgm_shifts(loss_sum: Tensor, sample_size: float, wrt: Sequence[Tensor], epsilon: float) -> Tuple[List[Tensor], Tensor]:
+def fgm_shifts(loss_sum: Tensor, sample_size: float, wrt: Sequence[Tensor],
+               epsilon: float) -> Tuple[List[Tensor], Tensor]:
     """The FGM perturbations ``r = epsilon * dl/de`` (constants, no graph) and ``gp = ||dl/de||^2``.
 
     ``r`` is computed from the summed loss and divided by ``N`` in float32, for the same fp16 reason
@@ -213,7 +214,8 @@ def fgm_shifts(loss_sum: Tensor, sample_size: float, wrt: Sequence[Tensor], epsi
     sq = squared_norm_fp32(grads)
     n = float(sample_size)
     shifts = [
-        torch.zeros_like(x) if g is None else (g.to(torch.promote_types(g.dtype, torch.float32)) * (epsilon / n)).to(x.dtype)
+        torch.zeros_like(x) if g is None
+        else (g.to(torch.promote_types(g.dtype, torch.float32)) * (epsilon / n)).to(x.dtype)
         for x, g in zip(wrt, grads)
     ]
     return shifts, (sq / (n * n)).detach()

@@ -37,7 +37,8 @@ def run_fairseq(tool: str, args: Sequence[str], cwd=None, check: bool = True, en
     proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
                           input="" if tool != "interactive" else None)
     if check and proc.returncode != 0:
-        raise AssertionError(f"fairseq-{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(f"fairseq-{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-6000:]}")
     return proc
 
 

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from fairseq_eb.diagnose import has_repeated_ngram, repeated_ngram_share
-from fairseq_eb.diagnose.recovery import (Sums, measured_steps, own_prediction_inputs, select_positions,
-                                          selection_draws)
+from fairseq_eb.diagnose.recovery import Sums, measured_steps, own_prediction_inputs, select_positions, selection_draws
 from fairseq_eb.diagnose.search_errors import classify_errors, error_shares, sequence_scores
 
 PAD, BOS = 1, 2
@@ -160,7 +159,7 @@ def test_search_and_model_errors_on_the_articles_toy_distribution():
     from fairseq_eb.diagnose import diagnose_batches
 
     model, d, (a, b, c, dd) = toy_model()
-    eos, pad = d.eos(), d.pad()
+    eos = d.eos()
     refs = [[c, dd], [a, b], [a, dd], [c, b]]  # p = .36, .33, .27, .04
     target = torch.tensor([r + [eos] for r in refs])
     sample = {"id": torch.arange(4), "target": target,

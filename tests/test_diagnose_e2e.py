@@ -12,10 +12,9 @@ import sys
 import pytest
 import torch
 
-from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_fairseq
-
 from fairseq_eb.diagnose import diagnose_batches, headline, loader, run_diagnosis
 from fairseq_eb.diagnose.cli import main
+from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_fairseq
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +56,8 @@ def test_rate_zero_equals_fairseqs_teacher_forced_nll(loaded):
     loss, ntokens = 0.0, 0
     with torch.no_grad():
         for sample in data:
-            l, _, log = crit(loaded.model, sample)
-            loss, ntokens = loss + float(l), ntokens + log["ntokens"]
+            batch_loss, _, log = crit(loaded.model, sample)
+            loss, ntokens = loss + float(batch_loss), ntokens + log["ntokens"]
     out = diagnose_batches(loaded.model, loaded.task.target_dictionary, data, greedy(loaded),
                            rates=[0.0, 0.3], beams=[1])
     tf = out["teacher_forced"]
@@ -109,8 +108,11 @@ def test_corrupted_inputs_hold_the_models_argmax_at_selected_positions(loaded):
 
 def test_same_seed_same_result_other_seed_differs(loaded):
     data = batches(loaded, max_sentences=12)
-    run = lambda seed: diagnose_batches(loaded.model, loaded.task.target_dictionary, data, greedy(loaded),
-                                        rates=[0.3], beams=[1], seed=seed)["recovery"]
+
+    def run(seed):
+        return diagnose_batches(loaded.model, loaded.task.target_dictionary, data, greedy(loaded),
+                                rates=[0.3], beams=[1], seed=seed)["recovery"]
+
     first, again, other = run(1), run(1), run(2)
     assert first == again
     assert first != other

@@ -31,6 +31,8 @@ import fairseq_eb  # noqa: E402,F401  (registers the criterion)
 from fairseq_eb import gradient_penalty as gpmod  # noqa: E402
 from fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp import (  # noqa: E402
     LabelSmoothedCrossEntropyWithGpCriterion as GpCriterion,
+)
+from fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp import (  # noqa: E402
     LabelSmoothedCrossEntropyWithGpCriterionConfig as GpConfig,
 )
 
@@ -304,7 +306,8 @@ def test_epsilon_zero_equals_plain_criterion_exactly(shared):
         torch.manual_seed(5)
         l1, n1, log1 = gp_criterion(task, gp_epsilon=0.0, gp_method=method)(model, sample)
         assert torch.equal(l0, l1) and n0 == n1
-        assert log0.keys() == log1.keys() and all(torch.equal(torch.as_tensor(log0[k]), torch.as_tensor(log1[k])) for k in log0)
+        assert log0.keys() == log1.keys()
+        assert all(torch.equal(torch.as_tensor(log0[k]), torch.as_tensor(log1[k])) for k in log0)
         g1 = grads_of(model, l1)
         assert all(torch.equal(g0[k], g1[k]) for k in g0)
 
@@ -550,7 +553,8 @@ def test_half_precision_penalty_does_not_underflow(shared):
     assert naive.item() < 0.5 * gp32.item()
 
 
-@pytest.mark.parametrize("method,over", [("exact", "lookups"), ("exact", "table"), ("fgm", "lookups"), ("fgm", "table")])
+@pytest.mark.parametrize("method,over", [("exact", "lookups"), ("exact", "table"), ("fgm", "lookups"),
+                                         ("fgm", "table")])
 def test_runs_under_autocast_like_amp(shared, method, over):
     """fairseq's --amp runs the criterion under autocast and the backward outside it (CPU bf16 here)."""
     task, model = shared

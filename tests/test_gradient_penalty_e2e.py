@@ -37,7 +37,8 @@ def test_composes_with_replacement_task_and_generate(toy_bin, tmp_path):
     proc = run_fairseq("train", train_args(toy_bin, tmp_path / "ck", 4, *task))
     log = proc.stdout + proc.stderr
     assert len(inner_gp(log)) == 4 and re.search(r"replaced=[\d.]+", log), log[-3000:]
-    gen = run_fairseq("generate", [toy_bin, "--user-dir", USER_DIR, *task, "--path", tmp_path / "ck" / "checkpoint_last.pt",
+    gen = run_fairseq("generate", [toy_bin, "--user-dir", USER_DIR, *task,
+                                   "--path", tmp_path / "ck" / "checkpoint_last.pt",
                                    "--beam", "2", "--cpu", "--max-tokens", "500", "--gen-subset", "test"])
     assert len(re.findall(r"^H-\d+\t", gen.stdout, flags=re.M)) == 20, gen.stdout[-2000:]
 

@@ -45,7 +45,8 @@ def test_import_after_fairseq_registers_and_register_is_explicit_otherwise():
 
 
 def test_user_dir_command_prints_the_package_dir_and_help():
-    out = subprocess.run([sys.executable, "-m", "fairseq_eb.user_dir"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-m", "fairseq_eb.user_dir"], capture_output=True, text=True,
+                         check=True).stdout
     assert out.strip() == USER_DIR
     help_text = subprocess.run([sys.executable, "-m", "fairseq_eb.user_dir", "--help"], capture_output=True, text=True,
                                check=True).stdout

@@ -11,7 +11,6 @@ from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.methods import check_methods, method_args
 from fairseq_eb.recipe.table import main
 
-
 # ---------------------------------------------------------------- aggregation and tables (pure)
 
 def test_mean_std_is_sample_std():
@@ -48,7 +47,8 @@ def test_summarise_and_reference_table():
 def test_long_table_deltas_and_floor():
     summary = aggregate.summarise(_scores(), ["rouge-l", "rouge-1", "rouge-2", "bleu"])
     text = aggregate.long_table(summary, ["baseline", "rr"], {"baseline": "baseline", "rr": "RR"}, [1, 2],
-                                floor={"rouge-l": 9.0, "rouge-1": 9.5, "rouge-2": 3.0, "bleu": 2.25}, floor_label="first 3")
+                                floor={"rouge-l": 9.0, "rouge-1": 9.5, "rouge-2": 3.0, "bleu": 2.25},
+                                floor_label="first 3")
     rows = text.splitlines()
     assert rows[3].startswith("| 1 | RR | 15.00 ± 1.41 |") and "| +4.00 | 2 |" in rows[3]
     assert rows[5].startswith("| 2 | RR |") and "| +3.00 | 2 |" in rows[5]
@@ -154,7 +154,8 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
         assert selection["bleu"]["num_updates"] in (4, 8) and selection["loss"]["num_updates"] in (4, 8)
         assert "$ " in (run / "train.log").read_text().splitlines()[0]
         for beam in (1, 2):
-            hyps = [l for l in (run / f"generate-beam{beam}.txt").read_text().splitlines() if l.startswith("H-")]
+            lines = (run / f"generate-beam{beam}.txt").read_text().splitlines()
+            hyps = [line for line in lines if line.startswith("H-")]
             assert len(hyps) == 20  # the toy test split
             sc = results["summary"][method][str(beam)]["rouge-l"]
             assert 0.0 <= sc["mean"] <= 100.0 and sc["n"] == 1 and sc["std"] is None

@@ -6,15 +6,16 @@ import pytest
 
 from fairseq_eb.recipe import selection, sweep
 
-LOG = """\
-2026-11-25 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 7.5 | nll_loss 6.9 | bleu 1.2 | wps 1 | num_updates 80
-2026-11-25 | INFO | fairseq.checkpoint_utils | Saved checkpoint {d}/checkpoint_1_80.pt (epoch 1 @ 80 updates, score 1.2) (writing took 0.1 seconds)
-2026-11-25 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 7.1 | nll_loss 6.4 | bleu 3.4 | wps 1 | num_updates 160 | best_bleu 3.4
-2026-11-25 | INFO | fairseq.checkpoint_utils | Saved checkpoint {d}/checkpoint_2_160.pt (epoch 2 @ 160 updates, score 3.4) (writing took 0.1 seconds)
-2026-11-25 | INFO | valid | epoch 003 | valid on 'valid' subset | loss 7.0 | nll_loss 6.3 | bleu 3.4 | wps 1 | num_updates 240 | best_bleu 3.4
-2026-11-25 | INFO | fairseq.checkpoint_utils | Saved checkpoint {d}/checkpoint_3_240.pt (epoch 3 @ 240 updates, score 3.4) (writing took 0.1 seconds)
-2026-11-25 | INFO | valid | epoch 003 | valid on 'valid' subset | loss 7.05 | nll_loss 6.3 | bleu 2.0 | wps 1 | num_updates 320 | best_bleu 3.4
-"""
+_V = ("2026-11-25 | INFO | valid | epoch {e:03d} | valid on 'valid' subset | loss {loss} | nll_loss 6.9 | bleu {bleu} "
+      "| num_updates {u}")
+_S = ("2026-11-25 | INFO | fairseq.checkpoint_utils | Saved checkpoint {{d}}/checkpoint_{e}_{u}.pt "
+      "(epoch {e} @ {u} updates, score {bleu})")
+LOG = "\n".join([
+    _V.format(e=1, loss=7.5, bleu=1.2, u=80), _S.format(e=1, u=80, bleu=1.2),
+    _V.format(e=2, loss=7.1, bleu=3.4, u=160), _S.format(e=2, u=160, bleu=3.4),
+    _V.format(e=3, loss=7.0, bleu=3.4, u=240), _S.format(e=3, u=240, bleu=3.4),
+    _V.format(e=3, loss=7.05, bleu=2.0, u=320),
+]) + "\n"
 
 
 def test_parse_and_best():
@@ -91,7 +92,8 @@ def test_finetune_prep_subsets_and_pretraining_text(toy_bin, tmp_path):
     shutil.copytree(parent / "raw", fake / "raw")
     shutil.copy(tmp_path / "spm.model", fake / "spm.model")
     sp = spm.SentencePieceProcessor(model_file=str(fake / "spm.model"))
-    (fake / "bin" / "dict.src.txt").write_text("".join(f"{sp.id_to_piece(i)} 1\n" for i in range(3, sp.get_piece_size())))
+    pieces = [sp.id_to_piece(i) for i in range(3, sp.get_piece_size())]
+    (fake / "bin" / "dict.src.txt").write_text("".join(f"{p} 1\n" for p in pieces))
     out = tmp_path / "ft"
     manifest = finetune.prepare(fake, out, train_subset=50, valid_subset=10, seed=3, pretrain_valid=20)
     assert manifest["counts"]["train"] == 50 and manifest["counts"]["valid"] == 10 and manifest["counts"]["test"] == 20
@@ -101,7 +103,7 @@ def test_finetune_prep_subsets_and_pretraining_text(toy_bin, tmp_path):
     assert (out / "bin" / "dict.src.txt").read_text().splitlines()[-1] == "<mask> 0"
     assert (out / "pretrain-bin" / "train.bin").exists() and (out / "pretrain-bin" / "dict.txt").exists()
     # training-split text only: both sides of the parent's training pairs, minus the held-out lines
-    lines = (out / "pretrain-text" / "train").read_text().splitlines() + (out / "pretrain-text" / "valid").read_text().splitlines()
+    lines = [line for part in ("train", "valid") for line in (out / "pretrain-text" / part).read_text().splitlines()]
     assert len(lines) == 2 * len(parent_src) and manifest["counts"]["pretrain_valid_lines"] == 20
     mtime = (out / "bin" / "train.src-tgt.src.bin").stat().st_mtime_ns
     finetune.prepare(fake, out, train_subset=50, valid_subset=10, seed=3, pretrain_valid=20)  # up to date

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional
 
 import torch
-from omegaconf import II
 from fairseq import utils
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
@@ -28,10 +27,11 @@ from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterionConfig,
     label_smoothed_nll_loss,
 )
-from fairseq.models.fairseq_decoder import FairseqDecoder
-from fairseq.models.transformer.transformer_decoder import TransformerDecoderBase
 from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
+from fairseq.models.fairseq_decoder import FairseqDecoder
+from fairseq.models.transformer.transformer_decoder import TransformerDecoderBase
+from omegaconf import II
 
 from fairseq_eb.gradient_penalty import (
     GpMethodChoice,

@@ -16,8 +16,7 @@ from torch import Tensor
 
 from fairseq_eb.corruption import corrupt_decoder_input, eligible_positions, replacement_seed
 from fairseq_eb.diagnose.errors import DiagnoseError
-from fairseq_eb.diagnose.recovery import (Sums, measured_steps, own_prediction_inputs, select_positions,
-                                          selection_draws)
+from fairseq_eb.diagnose.recovery import Sums, measured_steps, own_prediction_inputs, select_positions, selection_draws
 from fairseq_eb.diagnose.search_errors import classify_errors, error_shares, sequence_scores
 
 DEFAULT_RATES = (0.0, 0.1, 0.2, 0.3, 0.5)

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from fairseq_eb.prep.binarize import encode_splits
-from fairseq_eb.prep.common import (SPLITS, PrepError, log, raw_paths, read_json, run_main, sha256_file,
-                                    write_json)
+from fairseq_eb.prep.common import SPLITS, PrepError, log, raw_paths, read_json, run_main, sha256_file, write_json
 
 MASK = "<mask>"
 

@@ -134,7 +134,8 @@ _register(RecipeConfig(
     name="demo",
     description=f"README demo: 2+2-layer d=128 pre-norm transformer, {_DEMO_UPDATES} updates of 4,096 tokens; "
     "three methods on 2 CPU cores in about 15 min",
-    train_args=tuple(_transformer(2, 128, 512, 4) + _adam(4e-3, 150, _DEMO_UPDATES) + _budget_by_loss(_DEMO_UPDATES, 250) + [
+    train_args=tuple(_transformer(2, 128, 512, 4) + _adam(4e-3, 150, _DEMO_UPDATES)
+                     + _budget_by_loss(_DEMO_UPDATES, 250) + [
         "--max-tokens", "4096", "--dropout", "0.0", "--label-smoothing", "0.1", "--log-interval", "50",
     ]),
     rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from fairseq_eb.user_dir import user_dir
 from fairseq_eb.recipe.configs import RecipeConfig
+from fairseq_eb.user_dir import user_dir
 
 
 @dataclass(frozen=True, eq=False)

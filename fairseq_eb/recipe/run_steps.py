@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from fairseq_eb.user_dir import user_dir
 from fairseq_eb.recipe.configs import RecipeConfig
-from fairseq_eb.recipe.methods import method_args
 from fairseq_eb.recipe.logged_command import echo, run_logged
+from fairseq_eb.recipe.methods import method_args
 from fairseq_eb.recipe.selection import SELECTIONS, select
+from fairseq_eb.user_dir import user_dir
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: used as a dict key for its results
@@ -167,7 +167,8 @@ def score(spec: RunSpec, beam: int, generated: Path, selection: str = "bleu") ->
     out = spec.run_dir / f"score-{_prefix(spec, selection)}beam{beam}.json"
     if out.exists():
         return json.loads(out.read_text())
-    from fairseq_eb.scoring import read_generate_output, score as score_fn
+    from fairseq_eb.scoring import read_generate_output
+    from fairseq_eb.scoring import score as score_fn
 
     spm = spec.data_dir / "spm.model"
     hyps, refs = read_generate_output(str(generated), spm_model=str(spm) if spm.exists() else None)
@@ -175,7 +176,8 @@ def score(spec: RunSpec, beam: int, generated: Path, selection: str = "bleu") ->
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(out)
-    echo(f"[{spec.tag} {selection}-selected beam{beam}] ROUGE-L {result['rouge-l']:.2f}  ROUGE-1 {result['rouge-1']:.2f}  "
+    echo(f"[{spec.tag} {selection}-selected beam{beam}] ROUGE-L {result['rouge-l']:.2f}  "
+         f"ROUGE-1 {result['rouge-1']:.2f}  "
          f"ROUGE-2 {result['rouge-2']:.2f}  BLEU {result['bleu']:.2f}  (n={result.get('n')})")
     return result
 
@@ -204,7 +206,8 @@ def diagnose(spec: RunSpec) -> Dict[str, object]:
                "--max-sentences", str(DIAGNOSE_SENTENCES), "--tokenize", spec.tokenize, "--seed", str(spec.seed),
                "--max-len-a", _generate_flag(spec, "--max-len-a", "0"),
                "--max-len-b", _generate_flag(spec, "--max-len-b", "200"), "--no-progress",
-               *(["--spm-model", str(spm)] if spm.exists() else []), *(["--cpu"] if "--cpu" in spec.device_args else [])]
+               *(["--spm-model", str(spm)] if spm.exists() else []),
+               *(["--cpu"] if "--cpu" in spec.device_args else [])]
         echo(f"[{spec.tag}] fairseq-eb-diagnose -> {out}")
         run_logged(cmd, spec.run_dir / "diagnose.log", f"{spec.tag} diagnose", env=_thread_env(spec.threads))
     return headline(json.loads(result_path.read_text()), DIAGNOSE_RATE)

@@ -9,20 +9,26 @@ Trainings are shared: the table reuses a sweep run of the chosen variant for the
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fairseq_eb.recipe import aggregate
 from fairseq_eb.recipe.configs import get_config
-from fairseq_eb.recipe.methods import METHODS
 from fairseq_eb.recipe.logged_command import echo
+from fairseq_eb.recipe.methods import METHODS
 from fairseq_eb.recipe.run_steps import SettingsMismatch, check_settings
-from fairseq_eb.recipe.table import (DEFAULT_VARIANT, build_parser, init_fields, make_specs, pretrain_spec,
-                                     run_all, train, validate)
+from fairseq_eb.recipe.table import (
+    DEFAULT_VARIANT,
+    build_parser,
+    init_fields,
+    make_specs,
+    pretrain_spec,
+    run_all,
+    train,
+    validate,
+)
 
 # method -> variant name -> fairseq options appended after the configuration's (the last occurrence wins)
 GRIDS: Dict[str, Dict[str, List[str]]] = {

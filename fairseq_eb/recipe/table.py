@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence
 from fairseq_eb.choices import check_choice
 from fairseq_eb.recipe import aggregate, floor
 from fairseq_eb.recipe.configs import CONFIGS, get_config
-from fairseq_eb.recipe.methods import METHODS, check_methods
 from fairseq_eb.recipe.logged_command import echo
+from fairseq_eb.recipe.methods import METHODS, check_methods
 from fairseq_eb.recipe.pretrain import PretrainSpec, check_pretrain_data
 from fairseq_eb.recipe.run_steps import RunSpec, SettingsMismatch, check_settings, data_fingerprint, execute, train
 from fairseq_eb.recipe.selection import SELECTIONS

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
-from omegaconf import II
 from fairseq.dataclass import ChoiceEnum
 from fairseq.distributed import utils as distributed_utils
 from fairseq.logging import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
+from omegaconf import II
 
 from fairseq_eb.corruption import POOLS, changed_positions, corrupt_decoder_input, replacement_seed
 from fairseq_eb.model_guesses import model_guesses
@@ -84,7 +84,8 @@ class TranslationWithReplacementConfig(TranslationConfig):
 
 def validate_replacement_config(cfg: Any) -> None:
     """Reject out-of-range options at setup time, naming the option and its valid range."""
-    for name, flag in (("replace_sample_prob", "--replace-sample-prob"), ("replace_token_prob", "--replace-token-prob")):
+    for name, flag in (("replace_sample_prob", "--replace-sample-prob"),
+                       ("replace_token_prob", "--replace-token-prob")):
         value = getattr(cfg, name)
         if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"{flag} must be a probability in [0, 1], got {value!r}")
