@@ -71,10 +71,28 @@ def test_token_rate_matches_token_prob():
     assert binomial_ok(int(replaced.sum()), int(eligible.sum()), p_t)
 
 
+def compound_ok(replaced, eligible, p_s: float, p_t: float, z: float = 5.0) -> bool:
+    """Total replaced count vs its mean under the two-level draw, with the *compound* variance.
+
+    A sentence's count is Bernoulli(p_s) * Binomial(n, p_t): its tokens are not independent (one gate per
+    sentence), so a plain binomial bound on tokens would be too tight. Var = p_s*(n p_t (1-p_t) + n^2 p_t^2)
+    - (p_s n p_t)^2 per sentence, summed over sentences.
+    """
+    n = eligible.sum(dim=1).double()
+    mean = float((p_s * p_t * n).sum())
+    var = float((p_s * (n * p_t * (1 - p_t) + (n * p_t) ** 2) - (p_s * n * p_t) ** 2).sum())
+    return abs(float(replaced.sum()) - mean) <= z * math.sqrt(var)
+
+
 def test_default_overall_rate_is_product():
     tokens = make_batch(8000, seed=4)
     _, replaced = run(tokens)
-    assert binomial_ok(int(replaced.sum()), int(eligible_positions(tokens, PAD).sum()), 0.15, z=6)
+    eligible = eligible_positions(tokens, PAD)
+    assert compound_ok(replaced, eligible, 0.5, 0.3)
+    # the compound bound is the honest one: it is wider than the (wrong) independent-token binomial bound
+    n = eligible.sum(dim=1).double()
+    compound_var = float((0.5 * (n * 0.3 * 0.7 + (n * 0.3) ** 2) - (0.5 * n * 0.3) ** 2).sum())
+    assert compound_var > float(n.sum()) * 0.15 * 0.85
 
 
 @pytest.mark.parametrize("left_pad", [False, True])
@@ -113,6 +131,28 @@ def test_source_target_pool():
         drawn_src += sum(t == 50_000 + i for t in got)
     assert drawn_src > 0  # the source part of the pool is really used
     assert PAD not in out[replaced].tolist()
+
+
+def test_source_target_pool_with_left_padded_sources_draws_each_position_uniformly():
+    """Left-padded sources of different lengths: the pool is exactly the source's non-PAD span followed by
+    the decoder input's span (BOS included), each position drawn with probability 1 / (pool size)."""
+    reps = 3000
+    rows_src, rows_tgt, pools = [], [], []
+    for src_len, width in ((3, 6), (5, 6), (1, 6)):  # left padding of 3, 1 and 5 positions
+        src = [PAD] * (width - src_len) + [60_000 + 10 * src_len + k for k in range(src_len)]
+        tgt = [BOS, 70_000 + 10 * src_len, 70_001 + 10 * src_len]
+        rows_src += [src] * reps
+        rows_tgt += [tgt] * reps
+        pools.append(src[width - src_len:] + tgt)
+    src, tokens = torch.tensor(rows_src), torch.tensor(rows_tgt)
+    out, replaced = run(tokens, sample_prob=1.0, token_prob=1.0, pool="source_target", src_tokens=src)
+    for block, pool in enumerate(pools):
+        drawn = out[block * reps:(block + 1) * reps][replaced[block * reps:(block + 1) * reps]]
+        assert set(drawn.tolist()) <= set(pool)  # PAD never drawn, no token of another row
+        for position_token in pool:
+            # BOS occurs once in the pool and is the row's only BOS: count that position's draws
+            hits = int(drawn.eq(position_token).sum())
+            assert binomial_ok(hits, drawn.numel(), 1.0 / len(pool)), (pool, position_token, hits, drawn.numel())
 
 
 def test_vocab_pool_within_range():
