@@ -265,7 +265,7 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
     md += ["## Exposure-bias diagnostics", "",
            aggregate.diagnostics_table(summary, diagnostics(results), args.methods, labels, args.beams), "",
            "repeated 2-gram = % of test outputs that repeat a word bigram (references: "
-           f"{reference_repetition(args):.1f}%); ΔNLL = increase of the gold token's NLL (nats) right after a "
+           f"{reference_repetition(args):.2f}%); ΔNLL = increase of the gold token's NLL (nats) right after a "
            "decoder input replaced by the model's own argmax (r = 0.3 of the inputs) vs gold inputs, on the first "
            "200 valid sentences; model err. = share of those sentences whose reference the model scores below its "
            "own beam-1 output (fairseq-eb-diagnose, docs/diagnose.md).", ""]
