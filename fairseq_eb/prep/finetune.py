@@ -22,7 +22,18 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 from fairseq_eb.prep.binarize import encode_splits
-from fairseq_eb.prep.common import SPLITS, PrepError, log, raw_paths, read_json, run_main, sha256_file, write_json
+from fairseq_eb.prep.common import (
+    SPLITS,
+    PrepError,
+    log,
+    raw_paths,
+    raw_sha256,
+    read_json,
+    run_main,
+    sha256_file,
+    write_json,
+    write_raw,
+)
 
 MASK = "<mask>"
 
@@ -92,16 +103,15 @@ def prepare(parent: Path, out: Path, train_subset: int, valid_subset: int, seed:
         return manifest
     out.mkdir(parents=True, exist_ok=True)
     log(f"deriving {out} from {parent}: {train_subset} training and {valid_subset} validation pairs (seed {seed})")
-    counts: Dict[str, int] = {}
     train_src, train_tgt = read_pairs(parent, "train")
+    splits = {}
     for split, n in (("train", train_subset), ("valid", valid_subset), ("test", 0)):
         src, tgt = (train_src, train_tgt) if split == "train" else read_pairs(parent, split)
-        keep = seeded_subset(len(src), n, seed) if n else list(range(len(src)))
-        if n and n > len(src):
+        if n > len(src):
             raise PrepError(f"--{split}-subset {n} exceeds the parent's {len(src)} {split} pairs")
-        for path, lines in zip(raw_paths(out, split), (src, tgt)):
-            write_lines(path, [lines[i] for i in keep])
-        counts[split] = len(keep)
+        keep = seeded_subset(len(src), n, seed) if n else list(range(len(src)))
+        splits[split] = [(src[i], tgt[i]) for i in keep]
+    counts: Dict[str, int] = write_raw(out, splits)
     shutil.copyfile(parent / "spm.model", out / "spm.model")
     encode_stats = encode_splits(out, max_src, None)
     dict_path = dictionary_with_mask(parent_dict, out / "dict.txt")
@@ -129,7 +139,7 @@ def prepare(parent: Path, out: Path, train_subset: int, valid_subset: int, seed:
     counts["pretrain_train_lines"] = len(text) - len(held)
     counts["pretrain_valid_lines"] = len(held)
     manifest = {"key": key, "parent": str(parent.resolve()), "counts": counts, "encode_stats": encode_stats,
-                "outputs_sha256": {p.name: sha256_file(p) for s in SPLITS for p in raw_paths(out, s)}}
+                "outputs_sha256": raw_sha256(out)}
     write_json(manifest_path, manifest)
     log(f"done: {out}/bin ({counts['train']}/{counts['valid']}/{counts['test']} pairs), {out}/pretrain-bin "
         f"({counts['pretrain_train_lines']} + {counts['pretrain_valid_lines']} lines)")
