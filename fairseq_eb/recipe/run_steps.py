@@ -163,22 +163,31 @@ def generate(spec: RunSpec, beam: int, selection: str = "bleu") -> Path:
 
 
 def score(spec: RunSpec, beam: int, generated: Path, selection: str = "bleu") -> Dict[str, object]:
-    """Score one decoding with :mod:`fairseq_eb.scoring` unless its JSON exists; returns the scores."""
+    """Score one decoding with :mod:`fairseq_eb.scoring`, plus the share of hypotheses repeating a word bigram
+    (``repeat-2``, in %; degenerate repetition, docs/diagnose.md), unless its JSON exists; returns the scores."""
     out = spec.run_dir / f"score-{_prefix(spec, selection)}beam{beam}.json"
     if out.exists():
-        return json.loads(out.read_text())
+        result = json.loads(out.read_text())
+        if "repeat-2" in result:
+            return result
+    else:
+        result = None
+    from fairseq_eb.diagnose.repetition import repeated_ngram_share
     from fairseq_eb.scoring import read_generate_output
     from fairseq_eb.scoring import score as score_fn
 
     spm = spec.data_dir / "spm.model"
     hyps, refs = read_generate_output(str(generated), spm_model=str(spm) if spm.exists() else None)
-    result = dict(score_fn(hyps, refs, tokenize=spec.tokenize))
+    fresh = result is None
+    result = dict(score_fn(hyps, refs, tokenize=spec.tokenize)) if fresh else result
+    result["repeat-2"] = 100.0 * repeated_ngram_share(hyps, 2, spec.tokenize)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(out)
-    echo(f"[{spec.tag} {selection}-selected beam{beam}] ROUGE-L {result['rouge-l']:.2f}  "
-         f"ROUGE-1 {result['rouge-1']:.2f}  "
-         f"ROUGE-2 {result['rouge-2']:.2f}  BLEU {result['bleu']:.2f}  (n={result.get('n')})")
+    if fresh:
+        echo(f"[{spec.tag} {selection}-selected beam{beam}] ROUGE-L {result['rouge-l']:.2f}  "
+             f"ROUGE-1 {result['rouge-1']:.2f}  ROUGE-2 {result['rouge-2']:.2f}  BLEU {result['bleu']:.2f}  "
+             f"repeated bigram {result['repeat-2']:.1f}%  (n={result.get('n')})")
     return result
 
 
@@ -213,18 +222,9 @@ def diagnose(spec: RunSpec) -> Dict[str, object]:
     return headline(json.loads(result_path.read_text()), DIAGNOSE_RATE)
 
 
-def repetition(spec: RunSpec, generated: Path) -> float:
-    """Share of the decoded hypotheses that repeat a word bigram (degenerate repetition, docs/diagnose.md)."""
-    from fairseq_eb.diagnose.repetition import repeated_ngram_share
-    from fairseq_eb.scoring import read_generate_output
-
-    spm = spec.data_dir / "spm.model"
-    hyps, _ = read_generate_output(str(generated), spm_model=str(spm) if spm.exists() else None)
-    return repeated_ngram_share(hyps, 2, spec.tokenize)
-
-
 def execute(spec: RunSpec) -> Dict[str, object]:
-    """All steps of one run; returns ``{"train", "selection", "scores" (main selection), "by_selection"}``.
+    """All steps of one run; returns ``{"train", "selection", "scores" (main selection), "by_selection",
+    "diagnosis"}``.
 
     When both selections picked the same update, the loss selection reuses the main one's scores.
     """
@@ -236,12 +236,8 @@ def execute(spec: RunSpec) -> Dict[str, object]:
         if selection != "bleu" and chosen.get("same") and "bleu" in by_selection:
             by_selection[selection] = by_selection["bleu"]
             continue
-        by_selection[selection] = {}
-        for beam in spec.beams:
-            generated = generate(spec, beam, selection)
-            scores = dict(score(spec, beam, generated, selection))
-            scores["repeat-2"] = 100.0 * repetition(spec, generated)
-            by_selection[selection][beam] = scores
+        by_selection[selection] = {beam: score(spec, beam, generate(spec, beam, selection), selection)
+                                   for beam in spec.beams}
     diagnosis = diagnose(spec) if spec.diagnose else None
     return {"train": record, "selection": chosen, "scores": by_selection[spec.selections[0]],
             "by_selection": by_selection, "diagnosis": diagnosis}
