@@ -121,3 +121,16 @@ def test_select_without_eval_bleu_uses_fairseqs_best(tmp_path):
     result = selection.select(ck, log)
     assert result["same"] and result["bleu"] is None and result["loss"]["num_updates"] == 80
     assert (ck / "checkpoint_best_loss.pt").read_text() == "best"
+
+
+def test_sweep_bad_options_fail_early(tmp_path, capsys):
+    (tmp_path / "bin").mkdir()
+    for needed in ("dict.src.txt", "train.src-tgt.src.bin", "valid.src-tgt.src.bin", "test.src-tgt.src.bin"):
+        (tmp_path / "bin" / needed).write_text("")
+    base = ["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", "tiny"]
+    assert sweep.main(base + ["--variants", "nope"]) == 2
+    assert "--variants: unknown ['nope']" in capsys.readouterr().err
+    assert sweep.main(base + ["--methods", "gp", "--variants", "target-pt0.1"]) == 2
+    assert "--variants selects no variant of ['gp']" in capsys.readouterr().err
+    assert sweep.main(base + ["--chosen", str(tmp_path / "x.json")]) == 2
+    assert "--chosen" in capsys.readouterr().err
