@@ -3,8 +3,9 @@
 Same model as ``bench/bench_gp.py`` (fairseq transformer 3+3, d=256, 8k shared vocabulary), batches of
 4,096 target tokens whose source and target sentences all have length ``T`` (``bsz = 4096 / T``). For every
 ``T`` the plain criterion, the exact penalty (``--gp-over lookups``) and FGM run interleaved round by
-round in one process on the same batch, and so does the exact penalty with SDPA's math backend for
-its forward (the implementation before issue 11, for comparison). The table gives each one's median
+round in one process on the same batch, the exact penalty twice: with the blockwise attention
+(``--gp-attention blockwise``, the CPU default) and with SDPA's math backend (``--gp-attention math``, the CUDA
+default and the implementation before issue 11). The table gives each one's median
 step time (``zero_grad`` + criterion forward + ``backward``; on CPU the calling thread's CPU time,
 less sensitive to other processes on shared cores) and profiled peak of live tensor bytes
 (``bench_gp.profiled_peak``; on
@@ -14,6 +15,7 @@ Usage: OMP_NUM_THREADS=1 python bench/bench_gp_length.py [--lengths 32 128 512] 
        [--cuda] [--json out.json]
 """
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -27,28 +29,22 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_gp  # noqa: E402  (model, criteria and the CPU peak-memory profiler)
 
 TOKENS = 4096
-METHODS = ["label_smoothed_cross_entropy", "gp exact/lookups", "gp fgm/lookups", "gp exact/lookups, math attention"]
+METHODS = ["label_smoothed_cross_entropy", "gp exact/lookups", "gp fgm/lookups", "gp exact/lookups, math attention"]  # noqa: E501
 _STEP = bench_gp.step  # profiled_peak calls bench_gp.step, which peak() redirects here
-MATH = METHODS[-1]  # the exact penalty as before issue 11: SDPA's math backend for the penalty's forward
-
-
-def _math_attention():
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel(SDPBackend.MATH)
+MATH = METHODS[-1]  # --gp-attention math: SDPA's math backend for the penalty's forward (before issue 11)
 
 
 def step(model, crits, name, sample) -> None:
-    if name != MATH:
-        return _STEP(model, crits[name], sample)
-    from fairseq_eb.criterions import label_smoothed_cross_entropy_with_gp as module
+    return _STEP(model, crits[name], sample)
 
-    original = module.double_backward_safe_attention
-    module.double_backward_safe_attention = _math_attention
-    try:
-        _STEP(model, crits["gp exact/lookups"], sample)
-    finally:
-        module.double_backward_safe_attention = original
+
+def with_attentions(crits: dict) -> dict:
+    """The exact penalty twice: blockwise attention (the CPU default) and SDPA's math backend (the CUDA
+    default), whatever the device (``--gp-attention``)."""
+    crits[METHODS[1]].gp_attention = "blockwise"
+    crits[MATH] = copy.copy(crits[METHODS[1]])
+    crits[MATH].gp_attention = "math"
+    return crits
 
 
 def batch(d, length: int, device: torch.device) -> dict:
@@ -116,6 +112,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.cuda else "cpu")
     d, model, crits = bench_gp.build()
+    crits = with_attentions(crits)
     model.to(device)
     results = {T: measure(T, args.steps, model, crits, d, device) for T in args.lengths}
     print(f"model: 3+3 layers, d=256, vocab {bench_gp.VOCAB}; {TOKENS} target tokens per batch; "
@@ -124,8 +121,8 @@ def main() -> None:
           f"median of {args.steps} steps")
     clock = "median_s" if args.cuda else "cpu_median_s"  # CPU: time of the calling thread (shared cores)
     print(f"time = {'wall' if args.cuda else 'thread CPU'} time of a step; ratios to the plain step of the same T")
-    print("| T (bsz) | plain time | plain peak | exact/lookups time | exact/lookups peak | fgm/lookups time | fgm peak "
-          "| exact, math attention (before) time | before peak |")
+    print("| T (bsz) | plain time | plain peak | exact, blockwise time | blockwise peak | fgm/lookups time | fgm peak "
+          "| exact, math attention time | math peak |")
     print("|---|---|---|---|---|---|---|---|---|")
     for T, r in results.items():
         base = r[METHODS[0]]

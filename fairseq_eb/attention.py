@@ -297,14 +297,15 @@ def penalty_attention() -> Iterator[None]:
     F.scaled_dot_product_attention = make_penalty_sdpa(original_sdpa)
     MultiheadAttention.forward = _route_encoder_attention(original_forward)
     try:
-        with _math_backend():
+        with math_backend():
             yield
     finally:
         F.scaled_dot_product_attention = original_sdpa
         MultiheadAttention.forward = original_forward
 
 
-def _math_backend() -> contextlib.AbstractContextManager:
+def math_backend() -> contextlib.AbstractContextManager:
+    """SDPA restricted to its math backend (twice differentiable; no-op where torch has no SDPA)."""
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # pragma: no cover - torch < 2.3

@@ -29,7 +29,9 @@ def _check_criterion(args: argparse.Namespace) -> None:
 
     module.validate_gp_options(args.gp_epsilon, args.gp_over, args.gp_method,
                                getattr(args, "ddp_backend", None), getattr(args, "distributed_world_size", 1),
-                               getattr(args, "gp_interval", 1), getattr(args, "gp_warmup_updates", 0))
+                               getattr(args, "gp_interval", 1), getattr(args, "gp_warmup_updates", 0),
+                               getattr(args, "gp_attention", "auto"),
+                               bool(getattr(args, "fp16", False) or getattr(args, "memory_efficient_fp16", False)))
 
 
 def validation_errors(args: argparse.Namespace) -> List[str]:

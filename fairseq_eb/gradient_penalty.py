@@ -104,6 +104,31 @@ def double_backward_safe_attention() -> contextlib.AbstractContextManager:
     return penalty_attention()
 
 
+def math_attention() -> contextlib.AbstractContextManager:
+    """Attention for the exact penalty's forward on SDPA's plain ("math") backend: twice differentiable,
+    keeps every ``T x T`` matrix for the double backward, but runs as a few large kernels.
+
+    Why keep it next to :func:`double_backward_safe_attention`: on a GPU the blockwise attention's many small
+    kernels cost more time than the memory they save is worth at the lengths of title generation (an H200,
+    bench/RESULTS.md §7: exact penalty 3.4x a plain step at T = 32 with blockwise attention, 2.4x with this).
+    """
+    from fairseq_eb.attention import math_backend
+
+    return math_backend()
+
+
+# --gp-attention: which attention the exact penalty's forward uses
+GP_ATTENTIONS = ("auto", "blockwise", "math")
+
+
+def attention_for(kind: str, device: torch.device) -> "contextlib.AbstractContextManager":
+    """The attention context of ``--gp-attention kind`` for a batch on ``device``: ``auto`` = ``math`` on
+    CUDA (faster there), ``blockwise`` elsewhere (faster and leaner on CPUs; docs/gradient_penalty_attention.md)."""
+    if kind == "auto":
+        kind = "math" if device.type == "cuda" else "blockwise"
+    return math_attention() if kind == "math" else double_backward_safe_attention()
+
+
 class GpMethodChoice:
     """Which penalty method a batch gets: the configured one, or for ``auto`` ``exact`` when the batch's
     padded source and target lengths are at most :data:`AUTO_MAX_EXACT_LENGTH`, else ``fgm``.

@@ -197,7 +197,7 @@ def test_graph_kept_for_double_backward_holds_no_attention_matrix(long_model, mo
     crit = gp_criterion(task, gp_epsilon=1.0)
     assert _saved_attention_matrices(lambda: crit(model, sample), 40) == []
     # The detector works: SDPA's math backend (the previous implementation) saves such matrices.
-    monkeypatch.setattr("fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp.double_backward_safe_attention",
+    monkeypatch.setattr("fairseq_eb.gradient_penalty.double_backward_safe_attention",
                         _math_sdpa)
     assert len(_saved_attention_matrices(lambda: crit(model, sample), 40)) > 0
 
@@ -262,10 +262,40 @@ def test_attention_dropout_falls_back_to_the_math_backend_with_the_same_masks(lo
         return loss.detach(), grads_of(model, loss)
 
     got, got_grads = run()
-    monkeypatch.setattr("fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp.double_backward_safe_attention",
+    monkeypatch.setattr("fairseq_eb.gradient_penalty.double_backward_safe_attention",
                         _math_sdpa)
     expected, expected_grads = run()
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
     assert_grads_close(got_grads, expected_grads, rtol=1e-10, atol=1e-12)
     torch.manual_seed(4)
     assert not torch.allclose(crit(model, sample)[0], got), "attention dropout must be active"
+
+
+def test_gp_attention_math_and_blockwise_agree_and_auto_is_blockwise_on_cpu(long_model):
+    """``--gp-attention``: both attentions give the same penalty and gradients; ``math`` keeps the T x T
+    matrices for the double backward (the detector above sees them), ``blockwise`` and ``auto`` on a CPU
+    tensor do not."""
+    task, model = long_model
+    sample = _long_sample(task.target_dictionary, length=40)
+
+    def run(kind):
+        crit = gp_criterion(task, gp_epsilon=1.0, gp_attention=kind)
+        loss, _, _ = crit(model, sample)
+        return loss.detach(), grads_of(model, loss), _saved_attention_matrices(lambda: crit(model, sample), 40)
+
+    blockwise, math_, auto = run("blockwise"), run("math"), run("auto")
+    torch.testing.assert_close(math_[0], blockwise[0], rtol=1e-10, atol=1e-10)
+    assert_grads_close(math_[1], blockwise[1], rtol=1e-7, atol=1e-10)
+    assert blockwise[2] == [] and auto[2] == []
+    assert len(math_[2]) > 0
+
+
+def test_gp_attention_auto_picks_math_for_cuda_tensors(monkeypatch):
+    from fairseq_eb import gradient_penalty as gpmod
+
+    monkeypatch.setattr(gpmod, "math_attention", lambda: "math")
+    monkeypatch.setattr(gpmod, "double_backward_safe_attention", lambda: "blockwise")
+    assert gpmod.attention_for("auto", torch.device("cuda")) == "math"
+    assert gpmod.attention_for("auto", torch.device("cpu")) == "blockwise"
+    assert gpmod.attention_for("blockwise", torch.device("cuda")) == "blockwise"
+    assert gpmod.attention_for("math", torch.device("cpu")) == "math"

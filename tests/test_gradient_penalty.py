@@ -321,7 +321,7 @@ def test_sdpa_math_path_is_what_makes_double_backprop_work(shared, monkeypatch):
     loss.backward()  # works with the math path forced for the penalty's forward
     assert model.encoder.layers[0].self_attn.dropout_module.p == 0.0
     monkeypatch.setattr(
-        "fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp.double_backward_safe_attention",
+        "fairseq_eb.gradient_penalty.double_backward_safe_attention",
         contextlib.nullcontext)
     try:
         bad, _, _ = crit(model, sample)
@@ -448,7 +448,7 @@ def test_options_in_parser_with_defaults_and_choices():
     gen_parser_from_dataclass(parser, GpConfig())
     text = parser.format_help()
     for flag in ("--gp-epsilon", "--gp-over {lookups,table}", "--gp-method {exact,fgm,auto}", "--gp-interval",
-                 "--gp-warmup-updates"):
+                 "--gp-warmup-updates", "--gp-attention {auto,blockwise,math}"):
         assert flag in text
     args = parser.parse_args([])
     assert (args.gp_epsilon, args.gp_over, args.gp_method) == (1.0, "lookups", "exact")
@@ -467,6 +467,9 @@ def test_options_in_parser_with_defaults_and_choices():
     (dict(gp_warmup_updates=-1), "--gp-warmup-updates must be an integer >= 0, got -1"),
     (dict(ddp_backend="fully_sharded", distributed_world_size=4), "use --ddp-backend pytorch_ddp or legacy_ddp"),
     (dict(ddp_backend="slowmo", distributed_world_size=2, gp_method="fgm"), "does not support --ddp-backend slowmo"),
+    (dict(gp_attention="flash"), "--gp-attention must be one of {auto, blockwise, math}"),
+    (dict(fp16=True), "--gp-method exact .double backprop. does not train under --fp16"),
+    (dict(memory_efficient_fp16=True, gp_method="auto"), "use --amp .mixed precision, checked. or --gp-method fgm"),
 ])
 def test_bad_options_fail_at_setup_naming_option_and_range(shared, kwargs, message):
     task, _ = shared
@@ -481,6 +484,9 @@ def test_bad_options_fail_at_setup_naming_option_and_range(shared, kwargs, messa
     dict(ddp_backend="c10d", distributed_world_size=2, gp_method="fgm"),
     dict(ddp_backend="fully_sharded", distributed_world_size=1),
     dict(ddp_backend="slowmo", distributed_world_size=2, gp_epsilon=0.0),
+    dict(fp16=True, gp_method="fgm"),
+    dict(fp16=True, gp_epsilon=0.0),
+    dict(gp_attention="math"),
 ])
 def test_supported_setups_accepted(shared, kwargs):
     task, _ = shared

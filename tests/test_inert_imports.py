@@ -57,6 +57,8 @@ def test_user_dir_command_prints_the_package_dir_and_help():
     (["--task", "translation_with_replacement", "--replace-token-prob", "1.5"], "--replace-token-prob"),
     (["--task", "translation_with_replacement", "--replace-sample-prob", "-0.1"], "--replace-sample-prob"),
     (["--criterion", "label_smoothed_cross_entropy_with_gp", "--gp-epsilon", "-1"], "--gp-epsilon"),
+    # the exact penalty overflows float16 (bench/RESULTS.md §7): refused before training, --amp suggested
+    (["--criterion", "label_smoothed_cross_entropy_with_gp", "--fp16"], "--gp-method exact"),
 ])
 def test_out_of_range_plugin_option_fails_like_argparse(toy_bin, tmp_path, bad, option):
     proc = run_fairseq("train", [toy_bin, "--user-dir", USER_DIR, "--arch", "transformer", "--cpu", "--max-update",

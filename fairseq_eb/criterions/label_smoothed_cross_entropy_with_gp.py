@@ -34,10 +34,11 @@ from fairseq.models.transformer.transformer_decoder import TransformerDecoderBas
 from omegaconf import II
 
 from fairseq_eb.gradient_penalty import (
+    GP_ATTENTIONS,
     GpMethodChoice,
     LookupCapture,
     SmoothedCEFeatureGrad,
-    double_backward_safe_attention,
+    attention_for,
     embedding_modules,
     embedding_tables,
     exact_penalty,
@@ -73,6 +74,12 @@ class LabelSmoothedCrossEntropyWithGpCriterionConfig(LabelSmoothedCrossEntropyCr
                   "loss at embeddings shifted by eps*gradient (gradient held constant), no double backward; "
                   "'auto' = exact for batches up to 512 tokens long, fgm above (docs/gradient_penalty_attention.md)"},
     )
+    gp_attention: ChoiceEnum(list(GP_ATTENTIONS)) = field(
+        default="auto",
+        metadata={"help": "attention of the exact penalty's forward: 'blockwise' (memory linear in length, "
+                  "fastest on CPUs), 'math' (PyTorch's plain attention, fastest on GPUs), 'auto' = math on CUDA, "
+                  "blockwise elsewhere (docs/gradient_penalty_attention.md)"},
+    )
     gp_interval: int = field(
         default=1,
         metadata={"help": "lazy penalty: penalise only updates whose number is a multiple of k >= 1, with weight "
@@ -84,6 +91,8 @@ class LabelSmoothedCrossEntropyWithGpCriterionConfig(LabelSmoothedCrossEntropyCr
     )
     ddp_backend: str = II("distributed_training.ddp_backend")
     distributed_world_size: int = II("distributed_training.distributed_world_size")
+    fp16: bool = II("common.fp16")
+    memory_efficient_fp16: bool = II("common.memory_efficient_fp16")
 
 
 class PenalisedLoss(NamedTuple):
@@ -109,8 +118,14 @@ def penalty_weight(gp_epsilon: float, update_num: int, interval: int = 1, warmup
 
 
 def validate_gp_options(gp_epsilon: Any, gp_over: Any, gp_method: Any, ddp_backend: Any = None,
-                        distributed_world_size: Any = 1, gp_interval: Any = 1, gp_warmup_updates: Any = 0) -> None:
-    """Reject bad options at setup, naming the option and its valid range."""
+                        distributed_world_size: Any = 1, gp_interval: Any = 1, gp_warmup_updates: Any = 0,
+                        gp_attention: Any = "auto", half_precision: Any = False) -> None:
+    """Reject bad options at setup, naming the option and its valid range.
+
+    ``half_precision``: fairseq's ``--fp16`` or ``--memory-efficient-fp16`` (the whole model in float16,
+    unlike ``--amp``). The exact penalty is refused there: on an H200 it overflowed on about one update in
+    ten whatever the loss scale, until fairseq stopped at its minimum loss scale (bench/RESULTS.md §7).
+    """
     if not _is_int(gp_interval) or gp_interval < 1:
         raise ValueError(f"--gp-interval must be an integer >= 1, got {gp_interval!r}")
     if not _is_int(gp_warmup_updates) or gp_warmup_updates < 0:
@@ -123,6 +138,14 @@ def validate_gp_options(gp_epsilon: Any, gp_over: Any, gp_method: Any, ddp_backe
         raise ValueError(f"--gp-over must be one of {{{', '.join(GP_OVER)}}}, got {str(gp_over)!r}")
     if str(gp_method) not in GP_METHODS:
         raise ValueError(f"--gp-method must be one of {{{', '.join(GP_METHODS)}}}, got {str(gp_method)!r}")
+    if str(gp_attention) not in GP_ATTENTIONS:
+        raise ValueError(f"--gp-attention must be one of {{{', '.join(GP_ATTENTIONS)}}}, got {str(gp_attention)!r}")
+    if half_precision and gp_epsilon > 0 and str(gp_method) != "fgm":
+        raise ValueError(
+            f"--gp-method {gp_method} (double backprop) does not train under --fp16/--memory-efficient-fp16: its "
+            "second-order gradients overflow float16 whatever the loss scale; use --amp (mixed precision, checked) "
+            "or --gp-method fgm (checked under --fp16)"
+        )
     world = int(distributed_world_size or 1)
     backend = None if ddp_backend is None else str(ddp_backend)
     if gp_epsilon > 0 and world > 1 and backend not in SAFE_DDP_BACKENDS:
@@ -143,11 +166,12 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
 
     def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
                  gp_epsilon=1.0, gp_over="lookups", gp_method="exact", ddp_backend=None, distributed_world_size=1,
-                 gp_interval=1, gp_warmup_updates=0):
+                 gp_interval=1, gp_warmup_updates=0, gp_attention="auto", fp16=False, memory_efficient_fp16=False):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size=ignore_prefix_size,
                          report_accuracy=report_accuracy)
         validate_gp_options(gp_epsilon, gp_over, gp_method, ddp_backend, distributed_world_size,
-                            gp_interval, gp_warmup_updates)
+                            gp_interval, gp_warmup_updates, gp_attention, bool(fp16 or memory_efficient_fp16))
+        self.gp_attention = str(gp_attention)
         self.gp_epsilon = float(gp_epsilon)
         self.gp_over = str(gp_over)
         self.gp_method = str(gp_method)
@@ -235,7 +259,8 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
     def _exact(self, model, sample, sample_size, eps: float) -> PenalisedLoss:
         modules = embedding_modules(model)
         fused = self.fuse_output_layer and self.gp_over == "lookups" and self._plain_output_layer(model)
-        with LookupCapture(modules) as capture, double_backward_safe_attention():
+        device = sample["net_input"]["src_tokens"].device
+        with LookupCapture(modules) as capture, attention_for(self.gp_attention, device):
             if fused:
                 features, extra = model(**sample["net_input"], features_only=True)
             else:
