@@ -56,6 +56,35 @@ def test_long_table_deltas_and_floor():
     assert aggregate.fmt(3.14159, None) == "3.14"
 
 
+def test_paired_delta_pairs_by_seed_and_states_a_plain_verdict():
+    scores = _scores()
+    # seed 3 only in rr: ignored (no baseline to pair with); beam 2: rr - baseline = +2, +4 -> better in every seed
+    scores["rr"][1][3] = {"rouge-l": 99.0, "rouge-1": 0.0, "rouge-2": 0.0, "bleu": 0.0}
+    summary = aggregate.summarise(scores, ["rouge-l", "rouge-1", "rouge-2", "bleu"])
+    d = aggregate.paired_delta(summary, "rr", 2)
+    assert d["deltas"] == [2.0, 4.0] and d["mean"] == pytest.approx(3.0) and d["std"] == pytest.approx(math.sqrt(2))
+    assert (d["up"], d["n"], d["verdict"]) == (2, 2, "better in every seed")
+    assert aggregate.paired_delta(summary, "rr", 1)["deltas"] == [4.0, 4.0]
+    assert aggregate.paired_delta(summary, "baseline", 1) is None
+    mixed = {"baseline": {1: {1: {"rouge-l": 10.0}, 2: {"rouge-l": 10.0}}},
+             "gp": {1: {1: {"rouge-l": 11.0}, 2: {"rouge-l": 9.0}}}}
+    mixed_summary = aggregate.summarise(mixed, ["rouge-l"])
+    assert aggregate.paired_delta(mixed_summary, "gp", 1)["verdict"] == "mixed: within seed noise"
+    worse = aggregate.summarise({"baseline": mixed["baseline"], "gp": {1: {1: {"rouge-l": 9.0}, 2: {"rouge-l": 8.0}}}},
+                                ["rouge-l"])
+    assert aggregate.paired_delta(worse, "gp", 1)["verdict"] == "worse in every seed"
+    table = aggregate.paired_table(summary, ["baseline", "rr"], {"baseline": "baseline", "rr": "RR"}, [1, 2])
+    assert table.splitlines()[2] == ("| RR | +4.00 ± 0.00 (2/2 seeds up: better in every seed) "
+                                     "| +3.00 ± 1.41 (2/2 seeds up: better in every seed) |")
+
+
+def test_selection_note_follows_the_configuration():
+    from fairseq_eb.recipe.table import selection_note
+
+    assert "validation BLEU" in selection_note("finetune")
+    assert "validation loss" in selection_note("demo") and "--eval-bleu" in selection_note("demo")
+
+
 # ---------------------------------------------------------------- floor
 
 def test_first_k_words_and_chars():

@@ -99,3 +99,46 @@ def diagnostics_table(summary, diagnostics: Mapping[str, Mapping[str, Tuple[floa
         err = fmt(*d["model_error"], digits=2) if "model_error" in d else "–"
         lines.append(f"| {labels[m]} | " + " | ".join(reps) + f" | {nll} | {err} |")
     return "\n".join(lines)
+
+
+def paired_delta(summary, method: str, beam: int, metric: str = "rouge-l") -> Optional[Dict[str, object]]:
+    """``method`` minus baseline on the seeds both have (paired by seed: the training randomness the two
+    runs share cancels): mean, sample std, how many seeds improved, and a plain verdict. None when no
+    seed is shared or the method is the baseline."""
+    if method == "baseline" or "baseline" not in summary:
+        return None
+    row, base = summary[method][beam][metric], summary["baseline"][beam][metric]
+    by_seed = dict(zip(base["seeds"], base["values"]))
+    deltas = [v - by_seed[s] for s, v in zip(row["seeds"], row["values"]) if s in by_seed]
+    if not deltas:
+        return None
+    mean, std = mean_std(deltas)
+    up = sum(d > 0 for d in deltas)
+    n = len(deltas)
+    if n < 2:
+        verdict = "one seed: no verdict"
+    elif up == n:
+        verdict = "better in every seed"
+    elif up == 0:
+        verdict = "worse in every seed"
+    else:
+        verdict = "mixed: within seed noise"
+    return {"mean": mean, "std": std, "up": up, "n": n, "deltas": deltas, "verdict": verdict}
+
+
+def paired_table(summary, methods: Sequence[str], labels: Mapping[str, str], beams: Sequence[int],
+                 metric: str = "rouge-l") -> str:
+    """One row per method: the paired difference to the baseline at each beam, seeds improved, verdict."""
+    lines = ["| method | " + " | ".join(f"beam {b}" for b in beams) + " |", "|" + "---|" * (1 + len(beams))]
+    for m in methods:
+        cells = []
+        for b in beams:
+            d = paired_delta(summary, m, b, metric)
+            if d is None:
+                cells.append("–")
+                continue
+            spread = "" if d["std"] is None else f" ± {d['std']:.2f}"
+            cells.append(f"{d['mean']:+.2f}{spread} ({d['up']}/{d['n']} seeds up: {d['verdict']})")
+        if m != "baseline":
+            lines.append(f"| {labels[m]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

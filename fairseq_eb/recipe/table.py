@@ -229,6 +229,14 @@ def diagnostics(results) -> Dict[str, Dict[str, object]]:
     return {m: {k: aggregate.mean_std(v) for k, v in d.items()} for m, d in values.items()}
 
 
+def selection_note(config: str) -> str:
+    """Which checkpoint the main selection is: the configuration decides (``--eval-bleu`` or not)."""
+    if "--eval-bleu" in get_config(config).train_args:
+        return "Checkpoints selected by the validation BLEU of beam-1 decoding (fairseq `--eval-bleu`)."
+    return (f"Checkpoints selected by validation loss (config `{config}` has no `--eval-bleu`: "
+            "`checkpoint_best.pt` is fairseq's lowest-loss checkpoint).")
+
+
 def reference_repetition(args) -> float:
     """% of the test references that repeat a word bigram (what natural titles do)."""
     from fairseq_eb.diagnose.repetition import repeated_ngram_share
@@ -257,9 +265,11 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
                 f"(variant `{chosen[m]['variant']}`, chosen on valid)" for m in args.methods if m in chosen]
     md = [f"# {name}: {' vs '.join(labels[m] for m in args.methods)} (config `{args.config}`, "
           f"seeds {seeds_txt}, test split, mean ± std over seeds, scores × 100, {args.tokenize}-level)", "",
-          "Checkpoints selected by the validation BLEU of beam-1 decoding (fairseq `--eval-bleu`).", "",
+          selection_note(args.config), "",
           aggregate.reference_table(summary, args.methods, labels, args.beams, name), "",
-          aggregate.long_table(summary, args.methods, labels, args.beams, floor_scores, floor_label), ""]
+          aggregate.long_table(summary, args.methods, labels, args.beams, floor_scores, floor_label), "",
+          "ROUGE-L of each method minus the baseline's, paired by seed (mean ± std of the per-seed differences):",
+          "", aggregate.paired_table(summary, args.methods, labels, args.beams), ""]
     if settings:
         md += ["Method settings tuned on valid (`--chosen`):", *settings, ""]
     md += ["## Exposure-bias diagnostics", "",
@@ -292,6 +302,8 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
         "tokenize": args.tokenize, "chosen": chosen, "summary": summary, "summary_by_selection": summaries,
         "floor": floor_result, "pretrain": pretrain, "wall_s": round(wall_s, 1),
         "diagnostics": diagnostics(results),
+        "paired_rouge_l": {m: {b: aggregate.paired_delta(summary, m, b) for b in args.beams}
+                           for m in args.methods if m != "baseline"},
         "runs": {f"{sp.method}/seed{sp.seed}": {"train": res["train"], "diagnosis": res.get("diagnosis"), "selection": {
                      k: res["selection"][k] for k in ("bleu", "loss", "same")},
                  "scores": res["scores"], "scores_by_selection": res["by_selection"],
