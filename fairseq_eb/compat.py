@@ -9,10 +9,15 @@ Some prebuilt fairseq wheels (seen with ve-fairseq 0.12.3) ship a compiled ``bat
 the trailing indices when ``required_batch_size_multiple`` > 1: ``fairseq-generate`` then silently
 skips the longest test sentences and training skips them every epoch. We wrap it so the tail is
 always batched too.
+
+fairseq never destroys its process group. Since torch 2.x, a gloo rank that reaches interpreter shutdown
+with the group alive can abort (SIGABRT, "terminate called without an active exception") after a training
+that succeeded; we destroy the group at exit instead.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import collections
 import contextlib
 import functools
@@ -177,6 +182,34 @@ def _numpy_compat_namespace() -> None:
     np.compat = types.SimpleNamespace(long=int, unicode=str)
 
 
+def _destroy_gloo_group_at_exit() -> None:
+    """Destroy a live gloo process group when the process exits normally.
+
+    Why: gloo's worker threads can still hold tensors when the interpreter tears down, and destroying
+    them then aborts the rank (pytorch/pytorch#190489); seen as one data-parallel rank exiting with -6
+    after fairseq-train had finished. ``atexit`` runs while the interpreter is intact. After an uncaught
+    exception the group is left alone: the other ranks may still be blocked in a collective, and a
+    destroy could then hang instead of exiting. NCCL groups are left to fairseq as before.
+    """
+    failed = []
+    previous_hook = sys.excepthook
+
+    def note_failure(*exc_info: Any) -> None:
+        failed.append(True)
+        previous_hook(*exc_info)
+
+    def destroy() -> None:
+        import torch.distributed as dist
+
+        if failed or not dist.is_available() or not dist.is_initialized():
+            return
+        if dist.get_backend() == "gloo":
+            dist.destroy_process_group()
+
+    sys.excepthook = note_failure
+    atexit.register(destroy)
+
+
 def apply() -> None:
     """Install the shims (idempotent)."""
     global _APPLIED
@@ -187,4 +220,5 @@ def apply() -> None:
         add(checkpoint_safe_globals())
     _patch_batch_by_size()
     _numpy_compat_namespace()
+    _destroy_gloo_group_at_exit()
     _APPLIED = True

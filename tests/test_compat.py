@@ -1,6 +1,8 @@
 """The torch/fairseq compatibility shims installed by ``fairseq_eb.register()`` (the --user-dir entry)."""
 import argparse
 import io
+import subprocess
+import sys
 import typing
 
 import numpy as np
@@ -100,3 +102,30 @@ def test_complete_batches_appends_only_missing_tail():
     assert len(complete_batches([idx[:5], idx[5:]], idx, lambda t: [t])) == 2
     out = complete_batches([idx[:8]], idx, lambda t: [t])
     assert out[-1].tolist() == [8, 9]
+
+
+EXIT_PROBE = """
+import atexit, sys
+import torch, torch.distributed as dist
+# registered before the plugin's handler, so it runs after it (atexit is last-in, first-out)
+atexit.register(lambda: print("group alive at exit:", dist.is_initialized(), flush=True))
+import fairseq  # noqa: F401
+import fairseq_eb  # noqa: F401  (fairseq already imported: registers like --user-dir)
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
+t = torch.ones(3)
+dist.all_reduce(t)
+if sys.argv[1] == "fail":
+    raise RuntimeError("rank failed")
+"""
+
+
+@pytest.mark.parametrize("outcome,alive", [("ok", False), ("fail", True)])
+def test_gloo_group_destroyed_at_normal_exit_only(outcome, alive):
+    """A finished rank destroys its gloo group before interpreter teardown (which could abort it); a failed
+    rank leaves it alone, as a destroy could block on ranks still inside a collective."""
+    from tests.fairseq_tools import free_port
+
+    code = EXIT_PROBE.format(port=free_port())
+    r = subprocess.run([sys.executable, "-c", code, outcome], capture_output=True, text=True, timeout=120)
+    assert f"group alive at exit: {alive}" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert (r.returncode == 0) == (outcome == "ok"), r.stderr[-2000:]
