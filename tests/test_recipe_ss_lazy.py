@@ -33,3 +33,20 @@ def test_tiny_table_with_ss_and_gp_lazy(toy_bin, tmp_path, capsys):
     ss_log = (out / "runs" / "ss" / "default" / "seed1" / "train.log").read_text()
     assert "replaced=" in ss_log and "selected=" in ss_log
     assert "| toy | 1 | SS / GP-lazy |" in (out / "table.md").read_text(), log[-2000:]
+
+
+def test_tiny_sweep_over_ss_and_gp_lazy_variants(toy_bin, tmp_path):
+    """The sweep's model-pool and lazy-penalty grids reach fairseq: the chosen settings are the variants run."""
+    from fairseq_eb.recipe import sweep
+
+    out = tmp_path / "out"
+    assert sweep.main(["--data", str(toy_bin.parent), "--out", str(out), "--config", "tiny", "--methods", "ss",
+                       "gp_lazy", "--variants", "pt0.1-ramp-quarter", "every2", "--beams", "1", "--jobs", "2",
+                       "--device", "cpu", "--name", "toy"]) == 0
+    chosen = json.loads((out / "sweep" / "chosen.json").read_text())["chosen"]
+    assert chosen["ss"]["variant"] == "pt0.1-ramp-quarter" and chosen["gp_lazy"]["variant"] == "every2"
+    assert chosen["ss"]["args"][-2:] == ["--replace-schedule-updates", "2"]  # a quarter of tiny's 8 updates
+    ss_log = (out / "runs" / "ss" / "pt0.1-ramp-quarter" / "seed1" / "train.log").read_text()
+    assert "'replace_token_prob': 0.1" in ss_log and "'replace_schedule_updates': 2" in ss_log  # fairseq's config
+    lazy_log = (out / "runs" / "gp_lazy" / "every2" / "seed1" / "train.log").read_text()
+    assert "'gp_interval': 2" in lazy_log

@@ -58,6 +58,13 @@ def test_sweep_grid_and_choice():
                             "0.2", "--replace-warmup-updates", "500"]
     assert [v["variant"] for v in sweep.grid("gp", 1000, ["eps0.1", "fgm-eps1.0"])] == ["eps0.1", "fgm-eps1.0"]
     assert sweep.grid("baseline", 1000, ["eps0.1"]) == [{"variant": "default", "args": []}]
+    ss = {v["variant"]: v["args"] for v in sweep.grid("ss", 2400)}
+    assert sorted(ss) == ["pt0.1-ramp-half", "pt0.1-ramp-quarter", "pt0.3-ramp-half", "pt0.3-ramp-quarter"]
+    assert ss["pt0.1-ramp-quarter"][-6:] == ["--replace-token-prob", "0.1", "--replace-schedule", "inverse_sigmoid",
+                                             "--replace-schedule-updates", "600"]
+    assert ss["pt0.3-ramp-half"][1] == "model" and ss["pt0.3-ramp-half"][-1] == "1200"
+    lazy = sweep.grid("gp_lazy", 2400)
+    assert [(v["variant"], v["args"]) for v in lazy] == [(f"every{k}", ["--gp-interval", str(k)]) for k in (2, 4, 8)]
 
     def run(method, variant, scores):
         spec = type("Spec", (), {"method": method, "run_dir": Path(f"/o/runs/{method}/{variant}/seed1"),

@@ -30,27 +30,40 @@ from fairseq_eb.recipe.table import (
     validate,
 )
 
-# method -> variant name -> fairseq options appended after the configuration's (the last occurrence wins)
+# method -> variant name -> fairseq options appended after the configuration's (the last occurrence wins);
+# HALF / QUARTER stand for that fraction of the configuration's --max-update
 GRIDS: Dict[str, Dict[str, List[str]]] = {
     "baseline": {DEFAULT_VARIANT: []},
     "rr": {
         f"{pool}-pt{pt}{'-warm' if warm else ''}": [
             "--replace-pool", pool, "--replace-sample-prob", "0.5", "--replace-token-prob", str(pt),
-            *(["--replace-warmup-updates", "WARMUP"] if warm else ["--replace-warmup-updates", "0"])]
+            *(["--replace-warmup-updates", "HALF"] if warm else ["--replace-warmup-updates", "0"])]
         for pool in ("target", "vocab", "source_target") for pt in (0.1, 0.2, 0.3) for warm in (False, True)
     },
     "gp": {
         **{f"eps{eps}": ["--gp-method", "exact", "--gp-epsilon", str(eps)] for eps in (0.1, 0.3, 1.0)},
         "fgm-eps1.0": ["--gp-method", "fgm", "--gp-epsilon", "1.0"],
     },
+    # the model's own guesses; p_s rises to 0.5 along an inverse sigmoid. Runs that stop early on the valid
+    # metric never reach the end of a ramp as long as the whole budget, hence the shorter ramps.
+    "ss": {
+        f"pt{pt}-ramp-{ramp.lower()}": [
+            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", str(pt),
+            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", ramp]
+        for pt in (0.1, 0.3) for ramp in ("QUARTER", "HALF")
+    },
+    # the configuration's eps, applied on every k-th update with weight k*eps
+    "gp_lazy": {f"every{k}": ["--gp-interval", str(k)] for k in (2, 4, 8)},
 }
+
+_FRACTIONS = {"HALF": 2, "QUARTER": 4}
 
 
 def grid(method: str, max_update: int, only: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
-    """The variants of ``method`` (``WARMUP`` = half the configuration's ``--max-update``), optionally filtered."""
+    """The variants of ``method`` (``HALF`` / ``QUARTER`` = that share of ``max_update``), optionally filtered."""
     variants = GRIDS.get(method, {DEFAULT_VARIANT: []})
     names = [n for n in variants if only is None or n in only or method == "baseline"]
-    return [{"variant": n, "args": [str(max_update // 2) if a == "WARMUP" else a for a in variants[n]]}
+    return [{"variant": n, "args": [str(max_update // _FRACTIONS[a]) if a in _FRACTIONS else a for a in variants[n]]}
             for n in names]
 
 
