@@ -5,10 +5,11 @@
 #   FORMAT  reference (title<TAB>content) or csl (to title<TAB>abstract<TAB>title)
 #   VALID   a TSV file, or a number N to hold out N training examples instead
 #   binarize options default to: --vocab-size 8000; Chinese: add --char (e.g. --vocab-size 6000 --char)
-# Example (the CSL sample): scripts/prepare_tsv.sh data/csl csl ../shared/data/csl_ts/dev.tsv 100 \
-#     ../shared/data/csl_ts/test.tsv --vocab-size 6000 --char --max-src-pieces 256
+# Example (CSL's title-prediction sample, github.com/ydli-ai/CSL benchmark/ts/, saved under data/csl_ts/):
+#   scripts/prepare_tsv.sh data/csl csl data/csl_ts/dev.tsv 100 data/csl_ts/test.tsv \
+#     --vocab-size 6000 --char --max-src-pieces 256
 set -euo pipefail
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then usage; exit 0; fi
 if [[ $# -lt 5 ]]; then usage >&2; exit 2; fi
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

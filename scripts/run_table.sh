@@ -7,9 +7,11 @@
 #   VALID   a TSV file, or a number N to hold out N training examples instead
 #   recipe options go to python -m fairseq_eb.recipe.table (e.g. --seeds 1 2 --jobs 2 --methods baseline gp)
 # Environment (defaults for Chinese): TOKENIZE=char (word for space-separated languages), VOCAB=6000,
-#   MAX_SRC=256 (source pieces kept), CONFIG=converged (see fairseq_eb/recipe/configs.py), OUT=DIR/table.
-# Example (the 1k+1k CSL sample; far too small for real conclusions, it only exercises the path):
-#   scripts/run_table.sh data/csl csl ../shared/data/csl_ts/dev.tsv 100 ../shared/data/csl_ts/test.tsv \
+#   MAX_SRC=256 (source pieces kept), CONFIG=converged (a GPU's size; converged_cpu or demo on a few CPU
+#   cores; see fairseq_eb/recipe/configs.py), OUT=DIR/table.
+# Example (CSL's 1k+1k title-prediction sample, dev.tsv and test.tsv of github.com/ydli-ai/CSL
+# benchmark/ts/, saved under data/csl_ts/; far too small for real conclusions, it only exercises the path):
+#   scripts/run_table.sh data/csl csl data/csl_ts/dev.tsv 100 data/csl_ts/test.tsv \
 #       --config demo --seeds 1 --jobs 2
 set -euo pipefail
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
