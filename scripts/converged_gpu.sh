@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The `converged` regime of the efficacy study on one GPU: baseline / RR / GP x 3 seeds trained at once
 # (9 runs share the GPU), test table at beams 1-3, both checkpoint selections, diagnostics.
-# examples/results/converged/ holds what this produced on a lent H100/H200 (the command is in its README).
+# examples/results/converged-gpu-attempt/ holds the logs of one unfinished attempt on a lent H200.
 #
 # Usage: scripts/converged_gpu.sh DATA OUT [table options...]
 #   DATA  prepared Debian data (scripts/demo.sh builds data/debian), OUT the table's directory

@@ -380,3 +380,19 @@ def test_prepare_debian_defaults_are_the_demo_s():
     cut = re.search(r"binarize .*--max-src-pieces (\d+)", demo).group(1)
     assert f'--vocab-size "${{2:-{vocab}}}"' in wrapper and f'--max-src-pieces "${{3:-{cut}}}"' in wrapper
     assert re.search(r'DATA:-(\S+?)\}', demo).group(1) == "data/debian" and "$ROOT/data/debian" in wrapper
+
+
+def test_every_script_help_is_exactly_its_header():
+    """`--help` prints the script's leading comment block: no code lines leak in, no text is cut off."""
+    for script in sorted((REPO / "scripts").glob("*.sh")):
+        if script.name in ("setup.sh", "test.sh"):  # they take no options: they just run
+            continue
+        lines = script.read_text().splitlines()[1:]
+        header = []
+        for line in lines:
+            if not line.startswith("#"):
+                break
+            header.append(line[2:] if line.startswith("# ") else line[1:])
+        proc = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode in (0, 2), (script.name, proc.stderr)
+        assert (proc.stdout or proc.stderr).rstrip("\n").splitlines() == header, script.name
