@@ -164,9 +164,10 @@ _register(RecipeConfig(
 
 # `converged` sized for 2 CPU cores: all Debian pairs, the demo's 2+2 d=128 model (on valid it is already
 # above the floor at 1,000-2,000 updates; 3+3 d=256 costs ~12x per update, out of reach without a GPU),
-# trained ~3x the demo's budget (≈6 epochs) with dropout 0.1 (longer training over-fits without it), a lower
-# peak rate than the demo's 4e-3 (6e-3 was unstable across seeds there and this schedule stays high 3x as
-# long), and early stopping by valid BLEU (patience 3 x 300 updates). ~16 min per baseline run on one thread.
+# trained 2.4x the demo's budget (≈6 epochs) with dropout 0.1 (longer training over-fits without it), a lower
+# peak rate than the demo's 4e-3 (6e-3 was unstable across seeds there and this schedule stays high 2.4x as
+# long), and early stopping by valid BLEU (patience 3 x 300 updates). ~15 min per baseline run on one thread
+# (measured: examples/results/README.md, section C).
 _CONVERGED_CPU_MAX = 2400
 _register(RecipeConfig(
     name="converged_cpu",
