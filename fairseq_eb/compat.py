@@ -10,6 +10,12 @@ the trailing indices when ``required_batch_size_multiple`` > 1: ``fairseq-genera
 skips the longest test sentences and training skips them every epoch. We wrap it so the tail is
 always batched too.
 
+fairseq forms the training batches once, with a seed that includes the epoch the iterator is built in,
+and then only reshuffles their order each epoch. An uninterrupted run builds it in epoch 1; a run resumed in
+epoch k > 1 builds it anew in epoch k and trains on differently composed batches from there on, so
+resuming changed the result (same sizes, other sentences: measured in ``tests/test_compat.py``). We build
+the batches of a resumed run as epoch 1 would have.
+
 fairseq never destroys its process group. Since torch 2.x, a gloo rank that reaches interpreter shutdown
 with the group alive can abort (SIGABRT, "terminate called without an active exception") after a training
 that succeeded; we destroy the group at exit instead.
@@ -21,6 +27,7 @@ import atexit
 import collections
 import contextlib
 import functools
+import inspect
 import io
 import sys
 import typing
@@ -111,6 +118,51 @@ def _patch_batch_by_size() -> None:
     if getattr(data_utils.batch_by_size, "_fairseq_eb_complete", False):
         return
     data_utils.batch_by_size = tail_completing(data_utils.batch_by_size)
+
+
+def first_epoch_batches(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``FairseqTask.get_batch_iterator`` so that an iterator first built in epoch k > 1 holds the
+    batches an iterator built in epoch 1 holds.
+
+    Only where fairseq would keep one iterator for the whole run (the iterator cache is on, the dataset
+    allows reuse, batches are not rebuilt per epoch): there an uninterrupted run trains every epoch on the
+    batches of epoch 1. Everything else (sharded data, ``--rebuild-batches``, validation) is unchanged.
+    """
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def get_batch_iterator(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        call = bound.arguments
+        epoch, dataset = call["epoch"], call["dataset"]
+        kept_for_the_run = (
+            not call["disable_iterator_cache"]
+            and not call.get("update_epoch_batch_itr", False)
+            and not getattr(getattr(self, "cfg", None), "rebuild_batches", False)
+            and self.can_reuse_epoch_itr(dataset)
+            and dataset not in self.dataset_to_epoch_iter
+        )
+        if epoch <= 1 or not kept_for_the_run:
+            return original(*bound.args, **bound.kwargs)
+        call["epoch"] = 1
+        iterator = original(*bound.args, **bound.kwargs)
+        iterator.epoch = epoch  # where the resumed run stands (its state_dict is loaded next)
+        dataset.set_epoch(epoch)
+        return iterator
+
+    get_batch_iterator._fairseq_eb_first_epoch = True
+    return get_batch_iterator
+
+
+def _patch_get_batch_iterator() -> None:
+    try:
+        from fairseq.tasks import FairseqTask
+    except ImportError:  # pragma: no cover - fairseq-free use of the package
+        return
+    if getattr(FairseqTask.get_batch_iterator, "_fairseq_eb_first_epoch", False):
+        return
+    FairseqTask.get_batch_iterator = first_epoch_batches(FairseqTask.get_batch_iterator)
 
 
 def _add_component_options(parser: argparse.ArgumentParser, args: List[str]) -> None:
@@ -219,6 +271,7 @@ def apply() -> None:
     if add is not None:  # torch < 2.4 has no safe loading by default: nothing to do
         add(checkpoint_safe_globals())
     _patch_batch_by_size()
+    _patch_get_batch_iterator()
     _numpy_compat_namespace()
     _destroy_gloo_group_at_exit()
     _APPLIED = True

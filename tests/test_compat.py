@@ -129,3 +129,60 @@ def test_gloo_group_destroyed_at_normal_exit_only(outcome, alive):
     r = subprocess.run([sys.executable, "-c", code, outcome], capture_output=True, text=True, timeout=120)
     assert f"group alive at exit: {alive}" in r.stdout, r.stdout + r.stderr[-2000:]
     assert (r.returncode == 0) == (outcome == "ok"), r.stderr[-2000:]
+
+
+def _toy_pairs(n: int = 300, seed: int = 0):
+    """A LanguagePairDataset with many equal lengths, so batch composition depends on the ordering seed."""
+    from fairseq.data import Dictionary, LanguagePairDataset
+
+    vocab = Dictionary()
+    for i in range(20):
+        vocab.add_symbol(f"w{i}")
+    rng = np.random.RandomState(seed)
+    src = [torch.tensor(rng.randint(4, 24, size=rng.randint(2, 7)).tolist() + [vocab.eos()]) for _ in range(n)]
+    tgt = [s[:3].clone() for s in src]
+    return LanguagePairDataset(src, np.array([len(s) for s in src]), vocab, tgt, np.array([len(t) for t in tgt]),
+                               vocab, shuffle=True)
+
+
+def _batches(get_batch_iterator, epoch: int):
+    from fairseq.tasks import FairseqTask
+
+    task, dataset = FairseqTask(None), _toy_pairs()
+    iterator = get_batch_iterator(task, dataset, max_tokens=40, seed=3, epoch=epoch)
+    return iterator, [b.tolist() for b in iterator.frozen_batches]
+
+
+def test_iterator_built_in_a_later_epoch_has_the_first_epochs_batches():
+    from fairseq.tasks import FairseqTask
+
+    wrapped = FairseqTask.get_batch_iterator
+    assert getattr(wrapped, "_fairseq_eb_first_epoch", False)
+    _, first = _batches(wrapped, 1)
+    resumed, later = _batches(wrapped, 3)
+    assert later == first
+    assert resumed.epoch == 3 and resumed.next_epoch_idx == 3  # the resumed run still stands in epoch 3
+    _, unpatched = _batches(wrapped.__wrapped__, 3)  # fairseq's own: other sentences in the batches
+    assert sorted(map(len, unpatched)) == sorted(map(len, first)) and unpatched != first
+
+
+def test_resume_after_the_first_epoch_continues_the_uninterrupted_run(toy_bin, tmp_path):
+    """fairseq alone trains a run resumed in epoch 2 on differently composed batches from there on."""
+    import re
+
+    from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_fairseq
+
+    def train(save_dir, updates):
+        proc = run_fairseq("train", [toy_bin, "--user-dir", USER_DIR, "--task", "translation",
+                                     "--criterion", "label_smoothed_cross_entropy", "--label-smoothing", "0.1",
+                                     "--dropout", "0.1", *TINY_MODEL, *TRAIN_COMMON, "--save-dir", save_dir,
+                                     "--max-update", str(updates)])
+        log = proc.stdout + proc.stderr
+        return {int(u): (e, loss) for e, loss, u in
+                re.findall(r"epoch (\d+):.*?loss=([\d.]+).*?num_updates=(\d+)", log)}, log
+
+    train(tmp_path / "ck", 11)
+    resumed, log = train(tmp_path / "ck", 16)
+    straight, _ = train(tmp_path / "straight", 16)
+    assert "@ 11 updates" in log and min(resumed) == 12 and resumed[12][0] == "002", (sorted(resumed), log[-2000:])
+    assert {u: resumed[u] for u in range(12, 17)} == {u: straight[u] for u in range(12, 17)}
