@@ -110,16 +110,6 @@ def tail_completing(original: Callable[..., Sequence[Any]]) -> Callable[..., Lis
     return batch_by_size
 
 
-def _patch_batch_by_size() -> None:
-    try:
-        from fairseq.data import data_utils
-    except ImportError:  # pragma: no cover - fairseq-free use of the package
-        return
-    if getattr(data_utils.batch_by_size, "_fairseq_eb_complete", False):
-        return
-    data_utils.batch_by_size = tail_completing(data_utils.batch_by_size)
-
-
 def first_epoch_batches(original: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap ``FairseqTask.get_batch_iterator`` so that an iterator first built in epoch k > 1 holds the
     batches an iterator built in epoch 1 holds.
@@ -155,14 +145,17 @@ def first_epoch_batches(original: Callable[..., Any]) -> Callable[..., Any]:
     return get_batch_iterator
 
 
-def _patch_get_batch_iterator() -> None:
+def _wrap_once(module: str, owner: str, name: str, wrap: Callable[[Any], Any], marker: str) -> None:
+    """Replace ``module.owner.name`` (``owner`` may be empty) by ``wrap`` of it, unless already wrapped."""
+    import importlib
+
     try:
-        from fairseq.tasks import FairseqTask
+        target = importlib.import_module(module)
     except ImportError:  # pragma: no cover - fairseq-free use of the package
         return
-    if getattr(FairseqTask.get_batch_iterator, "_fairseq_eb_first_epoch", False):
-        return
-    FairseqTask.get_batch_iterator = first_epoch_batches(FairseqTask.get_batch_iterator)
+    target = getattr(target, owner) if owner else target
+    if not getattr(getattr(target, name), marker, False):
+        setattr(target, name, wrap(getattr(target, name)))
 
 
 def _add_component_options(parser: argparse.ArgumentParser, args: List[str]) -> None:
@@ -270,8 +263,8 @@ def apply() -> None:
     add = getattr(torch.serialization, "add_safe_globals", None)
     if add is not None:  # torch < 2.4 has no safe loading by default: nothing to do
         add(checkpoint_safe_globals())
-    _patch_batch_by_size()
-    _patch_get_batch_iterator()
+    _wrap_once("fairseq.data.data_utils", "", "batch_by_size", tail_completing, "_fairseq_eb_complete")
+    _wrap_once("fairseq.tasks", "FairseqTask", "get_batch_iterator", first_epoch_batches, "_fairseq_eb_first_epoch")
     _numpy_compat_namespace()
     _destroy_gloo_group_at_exit()
     _APPLIED = True

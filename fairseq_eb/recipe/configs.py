@@ -169,40 +169,39 @@ _register(RecipeConfig(
 # long), and early stopping by valid BLEU (patience 3 x 300 updates). ~15 min per baseline run on one thread
 # (measured: examples/results/README.md, section C).
 _CONVERGED_CPU_MAX = 2400
-_register(RecipeConfig(
-    name="converged_cpu",
-    description=f"all Debian pairs, the demo's 2+2-layer d=128 model with dropout 0.1, up to {_CONVERGED_CPU_MAX:,} "
+
+
+def _converged_cpu(name: str, max_update: int, validate_every: int, description: str) -> RecipeConfig:
+    return RecipeConfig(
+        name=name,
+        description=description,
+        train_args=tuple(_transformer(2, 128, 512, 4) + _adam(3e-3, 300, max_update)
+                         + _budget(max_update, validate_every) + _select_by_generation(48, patience=3) + [
+            "--max-tokens", "4096", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "100",
+        ]),
+        rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
+                 "--replace-warmup-updates", str(max_update // 2)),
+        ss_args=_ss(max_update),
+        generate_args=("--batch-size", "256", "--max-len-a", "0", "--max-len-b", "48"),
+    )
+
+
+_register(_converged_cpu(
+    "converged_cpu", _CONVERGED_CPU_MAX, 300,
+    f"all Debian pairs, the demo's 2+2-layer d=128 model with dropout 0.1, up to {_CONVERGED_CPU_MAX:,} "
     "updates of 4,096 tokens (≈6 epochs), checkpoint and early stop by the valid BLEU of beam-1 decoding "
     "(patience 3 x 300 updates); the `converged` regime at a size 2 CPU cores can train (about 1 h per seed of "
-    "baseline/RR/GP)",
-    train_args=tuple(_transformer(2, 128, 512, 4) + _adam(3e-3, 300, _CONVERGED_CPU_MAX)
-                     + _budget(_CONVERGED_CPU_MAX, 300) + _select_by_generation(48, patience=3) + [
-        "--max-tokens", "4096", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "100",
-    ]),
-    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
-             "--replace-warmup-updates", str(_CONVERGED_CPU_MAX // 2)),
-    ss_args=_ss(_CONVERGED_CPU_MAX),
-    generate_args=("--batch-size", "256", "--max-len-a", "0", "--max-len-b", "48"),
-))
+    "baseline/RR/GP)"))
 
 # `converged_cpu` trained twice as long (≈12 epochs), for the question section C of examples/results/README.md
 # left open: at 2,400 updates the valid BLEU was still rising and early stopping never fired. Everything but the
 # budget and the validation interval (400 updates, so 12 validations, patience 3) is `converged_cpu`'s; about
 # 30 min per baseline run on one thread.
 _CONVERGED_CPU_LONG_MAX = 2 * _CONVERGED_CPU_MAX
-_register(RecipeConfig(
-    name="converged_cpu_long",
-    description=f"`converged_cpu` with twice the budget: up to {_CONVERGED_CPU_LONG_MAX:,} updates of 4,096 tokens "
-    "(≈12 epochs), validation every 400 updates, early stop by the valid BLEU of beam-1 decoding (patience 3)",
-    train_args=tuple(_transformer(2, 128, 512, 4) + _adam(3e-3, 300, _CONVERGED_CPU_LONG_MAX)
-                     + _budget(_CONVERGED_CPU_LONG_MAX, 400) + _select_by_generation(48, patience=3) + [
-        "--max-tokens", "4096", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "100",
-    ]),
-    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
-             "--replace-warmup-updates", str(_CONVERGED_CPU_LONG_MAX // 2)),
-    ss_args=_ss(_CONVERGED_CPU_LONG_MAX),
-    generate_args=("--batch-size", "256", "--max-len-a", "0", "--max-len-b", "48"),
-))
+_register(_converged_cpu(
+    "converged_cpu_long", _CONVERGED_CPU_LONG_MAX, 400,
+    f"`converged_cpu` with twice the budget: up to {_CONVERGED_CPU_LONG_MAX:,} updates of 4,096 tokens "
+    "(≈12 epochs), validation every 400 updates, early stop by the valid BLEU of beam-1 decoding (patience 3)"))
 
 # The article's setting in miniature: one denoising pre-training on the training-split text, then
 # fine-tuning on a few thousand pairs (python -m fairseq_eb.prep.finetune) until the valid BLEU stops
