@@ -201,6 +201,11 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
         assert 0.0 <= results["summary"][method]["1"]["repeat-2"]["mean"] <= 100.0
         assert (out / "runs" / method / "default" / "seed1" / "diagnose" / "diagnose.json").exists()
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = (out / "curves.md").read_text()  # tiny: validations at 4 and 8 of 8 updates, no patience
+    for label in ("baseline", "RR+GP"):
+        row = next(line for line in curves.splitlines() if line.startswith(f"| {label} | 1 |"))
+        assert row.endswith("| budget end |") and row.count("|") == 7, row
+    assert "0 of 2 runs ended by early stopping" in curves
 
     # second invocation: nothing is retrained or regenerated; a deleted score is recomputed alone
     run = out / "runs" / "baseline" / "default" / "seed1"

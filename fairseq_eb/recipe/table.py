@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fairseq_eb.choices import check_choice
-from fairseq_eb.recipe import aggregate, floor
+from fairseq_eb.recipe import aggregate, curves, floor
 from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.logged_command import echo
 from fairseq_eb.recipe.methods import METHODS, check_methods
 from fairseq_eb.recipe.pretrain import PretrainSpec, check_pretrain_data
 from fairseq_eb.recipe.run_steps import RunSpec, SettingsMismatch, check_settings, data_fingerprint, execute, train
-from fairseq_eb.recipe.selection import SELECTIONS
+from fairseq_eb.recipe.selection import SELECTIONS, Validation
 from fairseq_eb.scoring.metrics import METRIC_TITLES
 
 # variant name of a method run with the configuration's own settings
@@ -247,9 +247,25 @@ def reference_repetition(args) -> float:
     return 100.0 * repeated_ngram_share(refs.read_text(encoding="utf-8").splitlines(), 2, args.tokenize)
 
 
+def validation_curves(args, results) -> str:
+    """curves.md: every run's validation curve and whether it ended by early stopping (recipe.curves)."""
+    max_update = curves.max_update_of(get_config(args.config).train_args)
+    rows = []
+    for sp, res in sorted(results.items(), key=lambda kv: (args.methods.index(kv[0].method), kv[0].seed)):
+        validations = [Validation(**v) for v in res["selection"].get("validations", [])]
+        selected = (res["selection"].get("bleu") or res["selection"].get("loss") or {}).get("num_updates")
+        log = sp.run_dir / "train.log"
+        text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+        rows.append(curves.Curve(METHODS[sp.method], sp.seed, validations, selected,
+                                 curves.ended_by(text, validations, max_update)))
+    metric = "bleu" if any(v.bleu is not None for c in rows for v in c.validations) else "loss"
+    return (f"# Validation curves (config `{args.config}`, up to {max_update:,} updates)\n\n"
+            + curves.curves_markdown(rows, metric))
+
+
 def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, object],
                   chosen: Dict[str, Dict[str, object]], pretrain: Optional[Dict[str, object]] = None) -> str:
-    """table.md, results.json and plot.png under OUT; returns the Markdown text."""
+    """table.md, curves.md, results.json and plot.png under OUT; returns the table's Markdown text."""
     from fairseq_eb.recipe.plot import plot_summary
 
     metrics = [k for k, _ in METRIC_TITLES] + ["repeat-2"]
@@ -292,9 +308,11 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
     cpu_note = f"; pre-training {pretrain['wall_s'] / 60:.1f} min" if pretrain and "wall_s" in pretrain else ""
     md.append(f"Recipe wall time this invocation: {wall_s / 60:.1f} min; training wall per run "
               f"(when it ran): {', '.join(f'{w / 60:.1f}' for w in train_walls)} min{cpu_note}.")
+    md.append("Validation curves of every run (early stopping or budget end): `curves.md`.")
     text = "\n".join(md) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text)
+    (args.out / "curves.md").write_text(validation_curves(args, results))
     plot_summary(summary, args.methods, labels, args.beams, args.out / "plot.png",
                  f"{name} — config {args.config}, seeds {seeds_txt}", floor_scores)
     cfg = get_config(args.config)
