@@ -3,9 +3,9 @@ from fairseq_eb.recipe.curves import BUDGET_END, EARLY_STOP, Curve, curves_markd
 from fairseq_eb.recipe.selection import Validation, parse_validations
 
 LOG = """\
-2026-11-25 21:40:01 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 7.1 | nll_loss 6.2 | bleu 3.5 | wps 1 | num_updates 300
-2026-11-25 21:41:01 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 6.9 | nll_loss 6.0 | bleu 4.25 | wps 1 | num_updates 600
-2026-11-25 21:42:01 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 6.8 | nll_loss 5.9 | bleu 4.0 | wps 1 | num_updates 900
+21:40:01 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 7.1 | nll_loss 6.2 | bleu 3.5 | num_updates 300
+21:41:01 | INFO | valid | epoch 001 | valid on 'valid' subset | loss 6.9 | nll_loss 6.0 | bleu 4.25 | num_updates 600
+21:42:01 | INFO | valid | epoch 002 | valid on 'valid' subset | loss 6.8 | nll_loss 5.9 | bleu 4.0 | num_updates 900
 2026-11-25 21:44:44 | INFO | fairseq_cli.train | early stop since valid performance hasn't improved for last 1 runs
 """
 
