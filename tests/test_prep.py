@@ -396,3 +396,13 @@ def test_every_script_help_is_exactly_its_header():
         proc = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
         assert proc.returncode in (0, 2), (script.name, proc.stderr)
         assert (proc.stdout or proc.stderr).rstrip("\n").splitlines() == header, script.name
+
+
+def test_converged_cpu_script_rejects_an_unknown_config_before_setup(tmp_path):
+    """CONFIG picks the regime; a typo must fail at once, naming the valid values, not after setup and prep."""
+    env = {"PATH": "/usr/bin:/bin", "CONFIG": "converged", "VENV": str(tmp_path / "venv")}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "converged_cpu.sh")], capture_output=True, text=True,
+                          timeout=60, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "CONFIG=converged: must be converged_cpu or converged_cpu_long"
+    assert not (tmp_path / "venv").exists() and proc.stdout == ""
