@@ -195,6 +195,15 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
     assert "| toy | 1 | baseline / RR+GP |" in table and "| toy | 2 | baseline / RR+GP |" in table
     assert "source words" in table
     assert "## Exposure-bias diagnostics" in table and "## Checkpoints selected by validation loss" in table
+    # the paired test-sentence bootstrap: its mean is the paired difference of the corpus scores
+    found = results["intervals_rouge_l"]["rr_gp"]
+    for beam in ("1", "2"):
+        boot = found[beam]["bootstrap"]
+        delta = results["paired_rouge_l"]["rr_gp"][beam]["mean"]
+        assert boot["mean"] == pytest.approx(delta, abs=1e-9) and boot["sentences"] == 20
+        assert boot["lo"] <= boot["mean"] <= boot["hi"] and found[beam]["seed_interval"] is None
+        assert found[beam]["verdict"] == "one seed: not established"
+    assert "How sure: 95% intervals" in table and "sentences [" in table
     for method in ("baseline", "rr_gp"):
         head = results["runs"][f"{method}/seed1"]["diagnosis"]
         assert head["rate"] == 0.3 and head["delta_nll_own"] is not None

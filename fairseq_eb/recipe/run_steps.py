@@ -150,9 +150,14 @@ def _prefix(spec: RunSpec, selection: str) -> str:
     return ("" if spec.subset == "test" else f"{spec.subset}-") + ("" if selection == "bleu" else f"{selection}-")
 
 
+def generated_path(spec: RunSpec, beam: int, selection: str = "bleu") -> Path:
+    """Where :func:`generate` writes the fairseq-generate output of one selection and beam."""
+    return spec.run_dir / f"generate-{_prefix(spec, selection)}beam{beam}.txt"
+
+
 def generate(spec: RunSpec, beam: int, selection: str = "bleu") -> Path:
     """Decode ``spec.subset`` at ``beam`` with the selected checkpoint unless its output exists."""
-    out = spec.run_dir / f"generate-{_prefix(spec, selection)}beam{beam}.txt"
+    out = generated_path(spec, beam, selection)
     if out.exists():
         return out
     tag = f"{spec.tag} {selection}-selected beam{beam}"

@@ -20,12 +20,20 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fairseq_eb.choices import check_choice
-from fairseq_eb.recipe import aggregate, curves, floor
+from fairseq_eb.recipe import aggregate, curves, floor, intervals
 from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.logged_command import echo
 from fairseq_eb.recipe.methods import METHODS, check_methods
 from fairseq_eb.recipe.pretrain import PretrainSpec, check_pretrain_data
-from fairseq_eb.recipe.run_steps import RunSpec, SettingsMismatch, check_settings, data_fingerprint, execute, train
+from fairseq_eb.recipe.run_steps import (
+    RunSpec,
+    SettingsMismatch,
+    check_settings,
+    data_fingerprint,
+    execute,
+    generated_path,
+    train,
+)
 from fairseq_eb.recipe.selection import SELECTIONS, Validation
 from fairseq_eb.scoring.metrics import METRIC_TITLES
 
@@ -247,6 +255,56 @@ def reference_repetition(args) -> float:
     return 100.0 * repeated_ngram_share(refs.read_text(encoding="utf-8").splitlines(), 2, args.tokenize)
 
 
+def paired_intervals(args, results) -> Dict[str, Dict[int, Dict[str, object]]]:
+    """method -> beam -> the two 95% intervals of its ROUGE-L gain over the baseline (main selection), on the
+    seeds both have (:mod:`fairseq_eb.recipe.intervals`); per-sentence scores come from the test decodings."""
+    import numpy as np
+
+    from fairseq_eb.scoring import read_generate_output, rouge_l_per_sentence
+
+    runs = {(sp.method, sp.seed): sp for sp in results}
+    spm = args.data / "spm.model"
+    cache: Dict[tuple, np.ndarray] = {}
+
+    def per_sentence(method: str, seed: int, beam: int) -> np.ndarray:
+        if (method, seed, beam) not in cache:
+            path = generated_path(runs[method, seed], beam)
+            hyps, refs = read_generate_output(str(path), spm_model=str(spm) if spm.exists() else None)
+            cache[method, seed, beam] = np.array(rouge_l_per_sentence(hyps, refs, args.tokenize))
+        return cache[method, seed, beam]
+
+    out: Dict[str, Dict[int, Dict[str, object]]] = {}
+    for m in args.methods:
+        seeds = [s for s in args.seeds if (m, s) in runs and ("baseline", s) in runs]
+        if m == "baseline" or not seeds:
+            continue
+        for beam in args.beams:
+            rows = [per_sentence(m, s, beam) - per_sentence("baseline", s, beam) for s in seeds]
+            boot = intervals.sentence_bootstrap(np.stack(rows))
+            seed_ci = intervals.seed_interval([float(r.mean()) for r in rows])
+            out.setdefault(m, {})[beam] = {"seeds": seeds, "seed_interval": seed_ci, "bootstrap": boot,
+                                           "verdict": intervals.verdict(seed_ci, (boot["lo"], boot["hi"]))}
+    return out
+
+
+def intervals_markdown(found: Dict[str, Dict[int, Dict[str, object]]], methods: Sequence[str],
+                       beams: Sequence[int]) -> List[str]:
+    """The "how sure" table under the paired differences (empty without a method paired with the baseline)."""
+    if not found:
+        return []
+    n = next(iter(next(iter(found.values())).values()))["bootstrap"]["sentences"]
+    lines = [f"How sure: 95% intervals of that difference. *seeds*: Student t over the per-seed differences "
+             f"(training randomness, this test set); *sentences*: paired bootstrap over the {n:,} test sentences, "
+             f"{intervals.BOOTSTRAP_SAMPLES:,} resamples (which sentences the test set holds, these trainings). "
+             "A gain or loss is established only when both intervals lie on one side of 0.", "",
+             "| method | " + " | ".join(f"beam {b}" for b in beams) + " |", "|" + "---|" * (1 + len(beams))]
+    for m in methods:
+        if m in found:
+            cells = [intervals.interval_cell(found[m][b]["seed_interval"], found[m][b]["bootstrap"]) for b in beams]
+            lines.append(f"| {METHODS[m]} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def validation_curves(args, results) -> str:
     """curves.md: every run's validation curve and whether it ended by early stopping (recipe.curves)."""
     max_update = curves.max_update_of(get_config(args.config).train_args)
@@ -288,6 +346,8 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
           f"a method that changes nothing still goes up in all {len(args.seeds)} seeds 1 time in "
           f"{2 ** len(args.seeds)}):",
           "", aggregate.paired_table(summary, args.methods, labels, args.beams), ""]
+    found = paired_intervals(args, results)
+    md += intervals_markdown(found, args.methods, args.beams)
     if settings:
         md += ["Method settings tuned on valid (`--chosen`):", *settings, ""]
     md += ["## Exposure-bias diagnostics", "",
@@ -324,6 +384,7 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
         "diagnostics": diagnostics(results),
         "paired_rouge_l": {m: {b: aggregate.paired_delta(summary, m, b) for b in args.beams}
                            for m in args.methods if m != "baseline"},
+        "intervals_rouge_l": found,
         "runs": {f"{sp.method}/seed{sp.seed}": {"train": res["train"], "diagnosis": res.get("diagnosis"), "selection": {
                      k: res["selection"][k] for k in ("bleu", "loss", "same")},
                  "scores": res["scores"], "scores_by_selection": res["by_selection"],

@@ -5,8 +5,8 @@
 """
 from fairseq_eb.scoring.bleu import sentence_bleu
 from fairseq_eb.scoring.generate_output import read_generate_hypotheses, read_generate_output
-from fairseq_eb.scoring.metrics import METRIC_TITLES, REFERENCE_METRICS, score
+from fairseq_eb.scoring.metrics import METRIC_TITLES, REFERENCE_METRICS, rouge_l_per_sentence, score
 from fairseq_eb.scoring.tokenize import TOKENIZE_MODES, tokenize
 
-__all__ = ["score", "read_generate_output", "read_generate_hypotheses", "sentence_bleu", "tokenize",
-           "TOKENIZE_MODES", "METRIC_TITLES", "REFERENCE_METRICS"]
+__all__ = ["score", "rouge_l_per_sentence", "read_generate_output", "read_generate_hypotheses", "sentence_bleu",
+           "tokenize", "TOKENIZE_MODES", "METRIC_TITLES", "REFERENCE_METRICS"]

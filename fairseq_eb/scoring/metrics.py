@@ -1,6 +1,6 @@
 """``score``: every metric of the reference experiment (docs/method.md §6) for hypotheses and references, ×100."""
 from collections import Counter
-from typing import Dict, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 from fairseq_eb.choices import check_choice
 from fairseq_eb.scoring.bleu import bleu_from_counts, ngram_counts, overlap
@@ -62,6 +62,17 @@ def score(hyps: Sequence[str], refs: Sequence[str], tokenize: str = "word") -> D
     result["sacrebleu_signature"] = str(bleu.get_signature())
     result["n"] = n
     return result
+
+
+def rouge_l_per_sentence(hyps: Sequence[str], refs: Sequence[str], tokenize: str = "word") -> List[float]:
+    """Each sentence's ROUGE-L F1 × 100, on the tokens :func:`score` uses (their mean is its ``rouge-l``).
+
+    Why per sentence: paired significance tests resample test sentences (:mod:`fairseq_eb.recipe.intervals`).
+    """
+    check_choice("tokenize", tokenize, TOKENIZE_MODES)
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    return [100.0 * rouge_l(tokenize_text(h, tokenize), tokenize_text(r, tokenize)) for h, r in zip(hyps, refs)]
 
 
 class CorpusBleuStats:
