@@ -1,4 +1,4 @@
-"""The two 95% intervals of a paired difference (fairseq_eb.recipe.intervals), checked against independent
+"""The two 95% intervals of a paired difference (fairseq_eb.scoring.intervals), checked against independent
 computations: the t quantiles by integrating Student's density, the bootstrap against the normal theory."""
 import math
 import random
@@ -6,8 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from fairseq_eb.recipe import intervals
-from fairseq_eb.scoring import rouge_l_per_sentence, score
+from fairseq_eb.scoring import intervals, rouge_l_per_sentence, score
 
 
 def _t_cdf_from_zero(q: float, df: int, steps: int = 20000) -> float:

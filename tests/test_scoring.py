@@ -244,6 +244,47 @@ def test_cli_errors(tmp_path):
     assert proc.returncode == 2 and "--ref" in proc.stderr
 
 
+def test_cli_baseline_gives_the_paired_difference_and_its_interval(tmp_path):
+    rnd = random.Random(7)
+    words = "alpha beta gamma delta tool library data python".split()
+    refs = [" ".join(rnd.choice(words) for _ in range(rnd.randint(2, 6))) for _ in range(300)]
+    # the system copies half of each reference (a strong system), the baseline a random guess
+    sys_hyps = [" ".join(r.split()[: max(1, len(r.split()) // 2)]) for r in refs]
+    base_hyps = [" ".join(rnd.choice(words) for _ in range(3)) for _ in refs]
+    ref, hyp, base = tmp_path / "ref.txt", tmp_path / "hyp.txt", tmp_path / "base.txt"
+    ref.write_text("\n".join(refs) + "\n")
+    hyp.write_text("\n".join(sys_hyps) + "\n")
+    base.write_text("\n".join(base_hyps) + "\n")
+    proc = run_cli("--hyp", hyp, "--ref", ref, "--baseline", base, "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    expected = score(sys_hyps, refs)["rouge-l"] - score(base_hyps, refs)["rouge-l"]
+    assert result["paired"]["delta_rouge_l"] == approx(expected) and expected > 10
+    assert result["baseline"]["rouge-l"] == approx(score(base_hyps, refs)["rouge-l"])
+    assert 0 < result["paired"]["lo"] < expected < result["paired"]["hi"] and result["paired"]["not_better"] == 0.0
+    table = run_cli("--hyp", hyp, "--ref", ref, "--baseline", base)
+    assert "difference: ROUGE-L +" in table.stdout and "95% interval over the 300 sentences" in table.stdout
+    same = json.loads(run_cli("--hyp", hyp, "--ref", ref, "--baseline", hyp, "--json").stdout)["paired"]
+    assert (same["delta_rouge_l"], same["lo"], same["hi"], same["not_better"]) == (0.0, 0.0, 0.0, 1.0)
+
+
+def test_cli_baseline_must_decode_the_same_sentences(tmp_path):
+    gen = tmp_path / "gen.out"
+    gen.write_text(GENERATE_OUTPUT, encoding="utf-8")
+    other = tmp_path / "other.out"
+    other.write_text(GENERATE_OUTPUT.replace("T-1\t\u2581quick", "T-1\t\u2581slow"), encoding="utf-8")
+    assert "T-1\t\u2581slow \u2581fox" in other.read_text(encoding="utf-8")
+    proc = run_cli("--generate-output", gen, "--baseline", other)
+    assert proc.returncode == 2 and "--baseline" in proc.stderr and "reference of sentence 1 differs" in proc.stderr
+    short = tmp_path / "short.txt"
+    short.write_text("a\n")
+    (tmp_path / "ref.txt").write_text("a\nb\n")
+    (tmp_path / "hyp.txt").write_text("a\nb\n")
+    proc = run_cli("--hyp", tmp_path / "hyp.txt", "--ref", tmp_path / "ref.txt", "--baseline", short)
+    assert proc.returncode == 2 and "--baseline" in proc.stderr
+    assert "1 sentences, but the system scored has 2" in proc.stderr
+
+
 def test_hypothesis_without_word_boundary_is_still_decoded_like_its_reference(tmp_path):
     # A degenerate model may emit only non-initial pieces; the file is still in pieces (see T).
     path = tmp_path / "gen.out"

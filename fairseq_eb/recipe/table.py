@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fairseq_eb.choices import check_choice
-from fairseq_eb.recipe import aggregate, curves, floor, intervals
+from fairseq_eb.recipe import aggregate, curves, floor
 from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.logged_command import echo
 from fairseq_eb.recipe.methods import METHODS, check_methods
@@ -35,6 +35,7 @@ from fairseq_eb.recipe.run_steps import (
     train,
 )
 from fairseq_eb.recipe.selection import SELECTIONS, Validation
+from fairseq_eb.scoring import intervals
 from fairseq_eb.scoring.metrics import METRIC_TITLES
 
 # variant name of a method run with the configuration's own settings
@@ -257,7 +258,7 @@ def reference_repetition(args) -> float:
 
 def paired_intervals(args, results) -> Dict[str, Dict[int, Dict[str, object]]]:
     """method -> beam -> the two 95% intervals of its ROUGE-L gain over the baseline (main selection), on the
-    seeds both have (:mod:`fairseq_eb.recipe.intervals`); per-sentence scores come from the test decodings."""
+    seeds both have (:mod:`fairseq_eb.scoring.intervals`); per-sentence scores come from the test decodings."""
     import numpy as np
 
     from fairseq_eb.scoring import read_generate_output, rouge_l_per_sentence

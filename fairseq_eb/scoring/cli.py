@@ -1,4 +1,9 @@
-"""``fairseq-eb-score``: score fairseq-generate output or hypothesis/reference files (docs/method.md §6)."""
+"""``fairseq-eb-score``: score fairseq-generate output or hypothesis/reference files (docs/method.md §6).
+
+With ``--baseline``, also a second system's output on the same sentences and the paired ROUGE-L difference
+with a 95% bootstrap interval over the sentences (:mod:`fairseq_eb.scoring.intervals`): is a gain more than
+the choice of test sentences explains?
+"""
 import argparse
 import json
 import sys
@@ -39,6 +44,39 @@ def load(args: argparse.Namespace):
     return read_lines(args.hyp), read_lines(args.ref)
 
 
+def load_baseline(args: argparse.Namespace, refs: Sequence[str]) -> List[str]:
+    """The baseline's hypotheses, read like the main system's (``--baseline`` takes the place of
+    --generate-output resp. --hyp); references taken from its T- lines must equal the main system's."""
+    as_main = argparse.Namespace(**vars(args))
+    if args.generate_output:
+        as_main.generate_output = args.baseline
+    else:
+        as_main.hyp = args.baseline
+    hyps, base_refs = load(as_main)
+    if len(hyps) != len(refs):
+        raise ValueError(f"--baseline {args.baseline}: {len(hyps)} sentences, but the system scored has "
+                         f"{len(refs)}; both must decode the same test set")
+    differ = next((i for i, (a, b) in enumerate(zip(base_refs, refs)) if a != b), None)
+    if differ is not None:
+        raise ValueError(f"--baseline {args.baseline}: its reference of sentence {differ} differs from the "
+                         "system's; both must decode the same test set")
+    return hyps
+
+
+def paired(hyps: Sequence[str], base_hyps: Sequence[str], refs: Sequence[str], tokenize: str) -> dict:
+    """The system's ROUGE-L minus the baseline's, with the paired bootstrap's interval over sentences."""
+    import numpy as np
+
+    from fairseq_eb.scoring.intervals import sentence_bootstrap
+    from fairseq_eb.scoring.metrics import rouge_l_per_sentence
+
+    delta = np.array(rouge_l_per_sentence(hyps, refs, tokenize)) - np.array(
+        rouge_l_per_sentence(base_hyps, refs, tokenize))
+    boot = sentence_bootstrap(delta[None, :])
+    return {"delta_rouge_l": boot["mean"], "lo": boot["lo"], "hi": boot["hi"], "not_better": boot["not_better"],
+            "samples": boot["samples"]}
+
+
 def spaceless_cjk_warning(refs: Sequence[str], tokenize: str) -> Optional[str]:
     """A hint when word-level scoring meets Chinese/Japanese text written without spaces (all scores ~0)."""
     if tokenize != "word":
@@ -58,6 +96,15 @@ def format_table(result: dict, tokenize: str) -> str:
     return "\n".join(lines)
 
 
+def format_paired(result: dict, base: dict, pair: dict) -> str:
+    return "\n".join([
+        f"baseline:   ROUGE-L {base['rouge-l']:.2f}  ROUGE-1 {base['rouge-1']:.2f}  ROUGE-2 {base['rouge-2']:.2f}  "
+        f"BLEU {base['bleu']:.2f}",
+        f"difference: ROUGE-L {pair['delta_rouge_l']:+.2f}, 95% interval over the {result['n']} sentences "
+        f"[{pair['lo']:+.2f}, {pair['hi']:+.2f}] (paired bootstrap, {pair['samples']} resamples; not ahead in "
+        f"{100 * pair['not_better']:.1f}% of them). Training randomness is not in it: compare several seeds."])
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="fairseq-eb-score", description=__doc__)
     parser.add_argument("--generate-output", metavar="FILE", help="fairseq-generate output (H-/D-/T- lines)")
@@ -67,18 +114,31 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="references, one per line (with --generate-output: replaces its T- lines)")
     parser.add_argument("--tokenize", choices=TOKENIZE_MODES, default="word",
                         help="char: every non-space character (Chinese); word: whitespace tokens")
+    parser.add_argument("--baseline", metavar="FILE",
+                        help="a second system's output on the same sentences, in the form of the first "
+                        "(fairseq-generate output, or hypotheses with --hyp): adds its scores and the paired ROUGE-L "
+                        "difference with a 95%% bootstrap interval over the sentences")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
     try:
         hyps, refs = load(args)
+        base_hyps = load_baseline(args, refs) if args.baseline else None
         warning = spaceless_cjk_warning(refs, args.tokenize)
         if warning:
             print(f"fairseq-eb-score: {warning}", file=sys.stderr)
         result = score(hyps, refs, args.tokenize)
+        if base_hyps is not None:
+            base = score(base_hyps, refs, args.tokenize)
+            pair = paired(hyps, base_hyps, refs, args.tokenize)
     except (OSError, ValueError) as e:
         print(f"fairseq-eb-score: error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(json.dumps(result) if args.json else format_table(result, args.tokenize))
+    if args.json:
+        print(json.dumps(dict(result, baseline=base, paired=pair) if base_hyps is not None else result))
+        return
+    print(format_table(result, args.tokenize))
+    if base_hyps is not None:
+        print(format_paired(result, base, pair))
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def score(hyps: Sequence[str], refs: Sequence[str], tokenize: str = "word") -> D
 def rouge_l_per_sentence(hyps: Sequence[str], refs: Sequence[str], tokenize: str = "word") -> List[float]:
     """Each sentence's ROUGE-L F1 × 100, on the tokens :func:`score` uses (their mean is its ``rouge-l``).
 
-    Why per sentence: paired significance tests resample test sentences (:mod:`fairseq_eb.recipe.intervals`).
+    Why per sentence: paired significance tests resample test sentences (:mod:`fairseq_eb.scoring.intervals`).
     """
     check_choice("tokenize", tokenize, TOKENIZE_MODES)
     if len(hyps) != len(refs):
