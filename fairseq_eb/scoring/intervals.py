@@ -10,6 +10,7 @@ lie on the same side of 0; either one alone overstates the certainty. Pure funct
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -33,9 +34,8 @@ def seed_interval(deltas: Sequence[float]) -> Optional[Tuple[float, float]]:
     n = len(deltas)
     if n < 2:
         return None
-    mean = sum(deltas) / n
-    std = math.sqrt(sum((d - mean) ** 2 for d in deltas) / (n - 1))
-    half = t_quantile_975(n - 1) * std / math.sqrt(n)
+    mean = statistics.fmean(deltas)
+    half = t_quantile_975(n - 1) * statistics.stdev(deltas) / math.sqrt(n)
     return mean - half, mean + half
 
 
