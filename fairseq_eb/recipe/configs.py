@@ -196,7 +196,7 @@ _register(_converged_cpu(
 # `converged_cpu` trained twice as long (≈12 epochs), for the question section C of examples/results/README.md
 # left open: at 2,400 updates the valid BLEU was still rising and early stopping never fired. Everything but the
 # budget and the validation interval (400 updates, so 12 validations, patience 3) is `converged_cpu`'s; each
-# run takes about twice as long as there (estimated; measured times: examples/results/README.md).
+# run takes about twice as long as there (measured: examples/results/README.md, section C3).
 _CONVERGED_CPU_LONG_MAX = 2 * _CONVERGED_CPU_MAX
 _register(_converged_cpu(
     "converged_cpu_long", _CONVERGED_CPU_LONG_MAX, 400,
