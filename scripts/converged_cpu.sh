@@ -4,7 +4,7 @@
 # early stopping by the valid BLEU; baseline / RR / GP / SS with the settings of
 # examples/results/converged-cpu/chosen.json (taken from the demo and finetune sweeps, not re-swept), test
 # table at beams 1-3. About 2 hours on 2 cores for 3 seeds; resumable (re-run it). CONFIG=converged_cpu_long
-# trains twice as long (about 4.5 hours for 3 seeds, measured), with examples/results/converged-cpu-long/chosen.json.
+# trains twice as long (8.2 CPU-hours of training for 3 seeds, measured), with examples/results/converged-cpu-long/chosen.json.
 #
 # Usage: scripts/converged_cpu.sh [table options...]      e.g. scripts/converged_cpu.sh --seeds 1 2 3 4 5
 # Environment: CONFIG (converged_cpu or converged_cpu_long), DATA (default data/debian), OUT (default
