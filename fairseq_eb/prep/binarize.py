@@ -61,6 +61,13 @@ def encode_splits(data: Path, max_src: Optional[int], max_tgt: Optional[int]) ->
         truncated = sum(1 for p in src_pieces if max_src and len(p) > max_src)
         keep = [i for i, t in enumerate(tgt_pieces)
                 if split == "test" or not max_tgt or len(t) <= max_tgt]
+        if tgt_pieces and not keep:
+            shortest = min(len(t) for t in tgt_pieces)
+            raise PrepError(f"--max-tgt-pieces {max_tgt} drops every {split} pair (the shortest target has "
+                            f"{shortest} pieces); give at least {shortest}, or leave it out to keep all")
+        if len(keep) * 2 < len(tgt_pieces):
+            log(f"warning: --max-tgt-pieces {max_tgt} drops {len(tgt_pieces) - len(keep)} of {len(tgt_pieces)} "
+                f"{split} pairs")
         for path, pieces, cut in ((data / "spm" / f"{split}.src", src_pieces, max_src),
                                   (data / "spm" / f"{split}.tgt", tgt_pieces, None)):
             with open(path, "w", encoding="utf-8") as f:
@@ -96,18 +103,40 @@ def bin_outputs(data: Path) -> List[Path]:
         b / f"{split}.src-tgt.{lang}.{ext}" for split in SPLITS for lang in ("src", "tgt") for ext in ("bin", "idx")]
 
 
-def binarize(data: Path, vocab_size: int, char: bool = False, max_src_pieces: Optional[int] = None,
-             max_tgt_pieces: Optional[int] = None, coverage: Optional[float] = None, workers: int = 1) -> dict:
-    """Run the three steps (each skipped when up to date); return the contents of ``binarize.json``."""
-    check_at_least_one(vocab_size=vocab_size, max_src_pieces=max_src_pieces, max_tgt_pieces=max_tgt_pieces)
+def check_raw(data: Path) -> None:
+    """Every split's sources and targets exist and pair up line for line: checked before SentencePiece trains."""
     for split in SPLITS:
         for p in raw_paths(data, split):
             if not p.is_file():
                 raise PrepError(f"{p} not found: prepare {data} first (python -m fairseq_eb.prep.debian "
                                 "or python -m fairseq_eb.prep.tsv)")
+        src, tgt = raw_paths(data, split)
+        n_src, n_tgt = (len(p.read_text(encoding="utf-8").splitlines()) for p in (src, tgt))
+        if n_src != n_tgt:
+            raise PrepError(f"{src} and {tgt} differ in length ({n_src} vs {n_tgt} lines); each source line needs "
+                            "its target on the same line")
+
+
+def check_own_outputs(data: Path, stamps: Optional[dict]) -> None:
+    """Refuse to replace ``bin/`` or ``spm.model`` that this preparer did not record (e.g. ``prep.finetune``'s
+    dictionary with ``<mask>``, or a fairseq-preprocess output of one's own)."""
+    if stamps:
+        return
+    found = [name for name in ("spm.model", "bin") if (data / name).exists()]
+    if found:
+        raise PrepError(f"--data {data} holds {' and '.join(found)} that no binarize.json records (made by another "
+                        "tool?); binarize a copy of raw/ in a new directory, or delete them to rebuild")
+
+
+def binarize(data: Path, vocab_size: int, char: bool = False, max_src_pieces: Optional[int] = None,
+             max_tgt_pieces: Optional[int] = None, coverage: Optional[float] = None, workers: int = 1) -> dict:
+    """Run the three steps (each skipped when up to date); return the contents of ``binarize.json``."""
+    check_at_least_one(vocab_size=vocab_size, max_src_pieces=max_src_pieces, max_tgt_pieces=max_tgt_pieces)
+    check_raw(data)
     start = time.time()
     stamp_path = data / "binarize.json"
     stamps = read_json(stamp_path) or {}
+    check_own_outputs(data, stamps)
     raw = {f"{s}.{lang}": sha256_file(p) for s in SPLITS for lang, p in zip(("src", "tgt"), raw_paths(data, s))}
     coverage = coverage if coverage is not None else (0.9995 if char else 1.0)
     threads = max(1, min(os.cpu_count() or 1, 8))

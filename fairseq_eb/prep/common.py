@@ -111,3 +111,73 @@ def require_files(paths: List[Optional[str]]) -> None:
     for p in paths:
         if p is not None and not Path(p).is_file():
             raise PrepError(f"input file not found: {p}")
+
+
+def is_within(path: Path, directory: Path) -> bool:
+    """True when ``path`` is ``directory`` or lies under it (both resolved, so ``..`` and links count)."""
+    path, directory = Path(path).resolve(), Path(directory).resolve()
+    return path == directory or directory in path.parents
+
+
+def check_out_not_in_input(out: Path, input_dir: Path, input_option: str) -> None:
+    """Refuse ``--out`` equal to or inside the input directory: the preparer would overwrite what it reads.
+
+    Why: ``prep.finetune --parent p --out p`` replaced the parent's ``raw/train.*`` by the subset and then
+    failed, leaving the parent's data gone.
+    """
+    if is_within(out, input_dir):
+        where = "the same directory as" if Path(out).resolve() == Path(input_dir).resolve() else "inside"
+        raise PrepError(f"--out {out} is {where} {input_option} {input_dir}; give an output directory outside "
+                        "the input")
+
+
+def check_inputs_not_in_outputs(out: Path, inputs: Dict[str, Optional[str]]) -> None:
+    """Refuse input files that this preparer would overwrite (``OUT/raw/*``, ``OUT/manifest.json``)."""
+    for option, path in inputs.items():
+        if path is not None and (is_within(Path(path), out / "raw")
+                                 or Path(path).resolve() == (out / "manifest.json").resolve()):
+            raise PrepError(f"{option} {path} lies in --out {out}, whose raw/ and manifest.json this preparer "
+                            "writes; move the input or give another --out")
+
+
+def _has_files(directory: Path) -> bool:
+    return directory.is_dir() and any(directory.iterdir())
+
+
+def recorded_manifest(out: Path) -> Optional[dict]:
+    """``OUT/manifest.json`` as recorded by an earlier run; ``PrepError`` when it exists but cannot be read
+    (it may be another corpus's: never overwrite what cannot be compared)."""
+    path = Path(out) / "manifest.json"
+    if not path.exists():
+        return None
+    manifest = read_json(path)
+    if not isinstance(manifest, dict):
+        raise PrepError(f"--out {out}: {path} cannot be read as JSON, so whose data {out} holds is unknown; "
+                        "use a new --out directory, or delete that file to replace the data")
+    return manifest
+
+
+def check_same_corpus(out: Path, manifest: Optional[dict], other: Optional[str],
+                      data_dirs: Sequence[str] = ("raw",)) -> None:
+    """Refuse an ``--out`` that holds another corpus's data, as the recipe refuses another experiment's.
+
+    ``other`` is ``None`` when ``manifest`` records this corpus (a re-run, possibly with other parameters:
+    rebuilt), else a short description of what it records instead. Data directories without any manifest
+    are refused too: nothing says whose they are.
+    """
+    if manifest is None:
+        found = [d for d in data_dirs if _has_files(Path(out) / d)]
+        if found:
+            raise PrepError(f"--out {out} holds {', '.join(d + '/' for d in found)} that no manifest.json records "
+                            "(another corpus's data?); use a new --out directory, or delete them to replace them")
+        return
+    if other is not None:
+        raise PrepError(f"--out {out} holds another corpus ({other}); use a new --out directory, or delete "
+                        f"{Path(out) / 'manifest.json'} to replace it")
+
+
+def same_input(recorded: Optional[dict], current: dict) -> bool:
+    """One input is the same when its path or its content (sha256) is unchanged: an edited file or a moved
+    one is still this corpus; a different file at a different path is not."""
+    return isinstance(recorded, dict) and (recorded.get("path") == current["path"]
+                                           or recorded.get("sha256") == current["sha256"])

@@ -18,10 +18,11 @@ from typing import Optional
 from fairseq_eb.prep.common import (
     PrepError,
     check_out_dir,
+    check_same_corpus,
     log,
     raw_is_complete,
     raw_sha256,
-    read_json,
+    recorded_manifest,
     run_main,
     sha256_file,
     write_json,
@@ -110,6 +111,47 @@ def fetch_translation(out: Path, dist: str, mirror: str, keyring: str, refresh: 
     return target
 
 
+def check_options(limits: Limits, valid_permille: int, test_permille: int) -> None:
+    """Refuse limits and shares that leave a split empty by construction, before anything is downloaded."""
+    for option, value in (("--valid-permille", valid_permille), ("--test-permille", test_permille)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+            raise PrepError(f"{option} must be an integer in [0, 1000] (thousandths of the packages), got {value!r}")
+    if valid_permille + test_permille >= 1000:
+        raise PrepError(f"--valid-permille {valid_permille} + --test-permille {test_permille} must be below 1000, "
+                        "or no package is left for training")
+    for side in ("src", "tgt"):
+        low, high = getattr(limits, f"min_{side}_words"), getattr(limits, f"max_{side}_words")
+        if low < 0 or high < max(low, 1):
+            raise PrepError(f"--min-{side}-words {low} and --max-{side}-words {high}: need 0 <= min <= max and "
+                            "max >= 1, or every package is dropped")
+    if limits.max_per_group < 1:
+        raise PrepError(f"--max-per-group must be an integer >= 1, got {limits.max_per_group}")
+
+
+def check_splits(source: Path, splits: dict, stats: dict, valid_permille: int, test_permille: int) -> None:
+    """Refuse empty splits instead of writing them: an empty training or test set is no corpus."""
+    if stats["entries"] == 0:
+        raise PrepError(f"{source}: no deb822 stanzas with Package: and Description-en: fields; is it Debian's "
+                        "Translation-en? (--refresh downloads it again)")
+    wanted = {"train": True, "valid": valid_permille > 0, "test": test_permille > 0}
+    empty = [split for split in splits if wanted[split] and not splits[split]]
+    if empty:
+        dropped = ", ".join(f"{k} {v}" for k, v in stats.items() if k not in ("entries", "kept") and v)
+        raise PrepError(f"{source}: the {'/'.join(empty)} split would be empty ({stats['entries']} packages, "
+                        f"{stats['kept']} kept; dropped: {dropped or 'none'}); widen the length limits or the "
+                        "split shares")
+
+
+def other_corpus(manifest: Optional[dict], dist: str) -> Optional[str]:
+    """What a recorded manifest holds when it is not this Debian release's descriptions (None when it is)."""
+    if manifest is None:
+        return None
+    if manifest.get("dataset") != "debian-descriptions":
+        return f"{manifest.get('dataset', 'data of another preparer')}, not Debian descriptions"
+    recorded = (manifest.get("parameters") or {}).get("dist")
+    return None if recorded == dist else f"Debian {recorded}, not {dist}"
+
+
 def prepare(out: Path, dist: str = "bookworm", mirror: str = DEFAULT_MIRROR, keyring: str = DEFAULT_KEYRING,
             limits: Limits = Limits(), valid_permille: int = 50, test_permille: int = 50,
             refresh: bool = False) -> dict:
@@ -117,6 +159,9 @@ def prepare(out: Path, dist: str = "bookworm", mirror: str = DEFAULT_MIRROR, key
     start = time.time()
     out = Path(out).resolve()  # apt resolves relative directories against /etc/apt, not the cwd
     check_out_dir(out)
+    check_options(limits, valid_permille, test_permille)
+    manifest = recorded_manifest(out)
+    check_same_corpus(out, manifest, other_corpus(manifest, dist))
     out.mkdir(parents=True, exist_ok=True)
     source = fetch_translation(out, dist, mirror, keyring, refresh)
     digest = sha256_file(source)
@@ -124,13 +169,13 @@ def prepare(out: Path, dist: str = "bookworm", mirror: str = DEFAULT_MIRROR, key
                   "valid_permille": valid_permille, "test_permille": test_permille}
     manifest_path = out / "manifest.json"
     expect = {"input_sha256": digest, "parameters": parameters}
-    manifest = read_json(manifest_path)
     if raw_is_complete(out, manifest, expect):
         log(f"{out}/raw is up to date ({manifest['counts']}); nothing to do")
         return manifest
     log(f"parsing {source} (sha256 {digest[:12]}...)")
     entries = parse_translation(source.read_text(encoding="utf-8", errors="replace"))
     splits, stats = build_splits(entries, limits, valid_permille, test_permille)
+    check_splits(source, splits, stats, valid_permille, test_permille)
     log(f"{stats['entries']} packages -> {stats['kept']} pairs; dropped: "
         + ", ".join(f"{k} {v}" for k, v in stats.items() if k not in ("entries", "kept")))
     counts = write_raw(out, splits)

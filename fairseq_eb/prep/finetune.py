@@ -19,16 +19,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from fairseq_eb.prep.binarize import encode_splits
 from fairseq_eb.prep.common import (
     SPLITS,
     PrepError,
+    check_out_dir,
+    check_out_not_in_input,
+    check_same_corpus,
     log,
     raw_paths,
     raw_sha256,
     read_json,
+    recorded_manifest,
     run_main,
     sha256_file,
     write_json,
@@ -75,6 +79,35 @@ def preprocess(args: List[str], what: str) -> None:
                         f"{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
 
 
+def other_parent(manifest: Optional[dict], parent: Path, parent_raw: Dict[str, str]) -> Optional[str]:
+    """What a recorded manifest holds when it is not derived from ``parent`` (None when it is: a re-run).
+
+    The same parent by path or by the content of its raw files (a moved or re-binarised parent is still it).
+    """
+    if manifest is None:
+        return None
+    key = manifest.get("key")
+    if not isinstance(key, dict) or "parent_raw" not in key:
+        return f"{manifest.get('dataset', 'data of another preparer')}, not a fine-tuning subset"
+    if manifest.get("parent") == str(parent.resolve()) or key.get("parent_raw") == parent_raw:
+        return None
+    return f"a subset of {manifest.get('parent')}, not of {parent}"
+
+
+def subsets(parent: Path, train_subset: int, valid_subset: int, pretrain_valid: int):
+    """The parent's training pairs and the chosen sizes checked against them, before anything is written."""
+    train_src, train_tgt = read_pairs(parent, "train")
+    sizes = {"train": len(train_src), "valid": len(read_pairs(parent, "valid")[0])}
+    for split, n in (("train", train_subset), ("valid", valid_subset)):
+        if n > sizes[split]:
+            raise PrepError(f"--{split}-subset {n} exceeds the parent's {sizes[split]} {split} pairs")
+    lines = sum(1 for line in train_src + train_tgt if line.strip())
+    if pretrain_valid >= lines:
+        raise PrepError(f"--pretrain-valid {pretrain_valid} would hold out all {lines} training-split text lines "
+                        f"of {parent}, leaving no pre-training text; give at most {max(lines - 1, 0)}")
+    return train_src, train_tgt
+
+
 def prepare(parent: Path, out: Path, train_subset: int, valid_subset: int, seed: int,
             pretrain_valid: int = 500, max_pretrain_pieces: int = 0, workers: int = 1) -> dict:
     """Build ``out`` (skipped when its manifest matches); return the manifest."""
@@ -87,28 +120,32 @@ def prepare(parent: Path, out: Path, train_subset: int, valid_subset: int, seed:
     if train_subset < 1 or valid_subset < 1 or pretrain_valid < 1:
         raise PrepError("--train-subset, --valid-subset and --pretrain-valid must be >= 1, got "
                         f"{train_subset}, {valid_subset}, {pretrain_valid}")
-    if out.exists() and not out.is_dir():
-        raise PrepError(f"--out {out} exists and is not a directory")
+    check_out_dir(out)
+    check_out_not_in_input(out, parent, "--parent")
     max_src = (stamps.get("encode") or {}).get("max_src_pieces")
-    key = {"parent_raw": {f"{s}.{side}": sha256_file(p) for s in SPLITS for side, p in zip(("src", "tgt"),
-                                                                                        raw_paths(parent, s))},
+    raw = {f"{s}.{side}": p for s in SPLITS for side, p in zip(("src", "tgt"), raw_paths(parent, s))}
+    missing = [str(p) for p in raw.values() if not p.is_file()]
+    if missing:
+        raise PrepError(f"--parent {parent}: {missing[0]} not found; prepare the parent first")
+    parent_raw = {name: sha256_file(p) for name, p in raw.items()}
+    manifest = recorded_manifest(out)
+    check_same_corpus(out, manifest, other_parent(manifest, parent, parent_raw), ("raw", "bin", "pretrain-bin"))
+    train_src, train_tgt = subsets(parent, train_subset, valid_subset, pretrain_valid)
+    key = {"parent_raw": parent_raw,
            "parent_spm": sha256_file(parent / "spm.model"), "parent_dict": sha256_file(parent_dict),
            "train_subset": train_subset, "valid_subset": valid_subset, "seed": seed,
            "pretrain_valid": pretrain_valid, "max_src_pieces": max_src, "max_pretrain_pieces": max_pretrain_pieces}
     manifest_path = out / "manifest.json"
-    manifest = read_json(manifest_path) or {}
+    manifest = manifest or {}
     if manifest.get("key") == key and (out / "bin" / "train.src-tgt.src.bin").exists() and (
             out / "pretrain-bin" / "train.bin").exists():
         log(f"{out} is up to date")
         return manifest
     out.mkdir(parents=True, exist_ok=True)
     log(f"deriving {out} from {parent}: {train_subset} training and {valid_subset} validation pairs (seed {seed})")
-    train_src, train_tgt = read_pairs(parent, "train")
     splits = {}
     for split, n in (("train", train_subset), ("valid", valid_subset), ("test", 0)):
         src, tgt = (train_src, train_tgt) if split == "train" else read_pairs(parent, split)
-        if n > len(src):
-            raise PrepError(f"--{split}-subset {n} exceeds the parent's {len(src)} {split} pairs")
         keep = seeded_subset(len(src), n, seed) if n else list(range(len(src)))
         splits[split] = [(src[i], tgt[i]) for i in keep]
     counts: Dict[str, int] = write_raw(out, splits)
@@ -128,6 +165,9 @@ def prepare(parent: Path, out: Path, train_subset: int, valid_subset: int, seed:
     sp = spm.SentencePieceProcessor(model_file=str(out / "spm.model"))
     cut = max_pretrain_pieces or max_src or 0
     text = [" ".join(p[:cut] if cut else p) for p in sp.encode(train_src + train_tgt, out_type=str) if p]
+    if pretrain_valid >= len(text):  # some lines encode to nothing: checked again on the encoded text
+        raise PrepError(f"--pretrain-valid {pretrain_valid} would hold out all {len(text)} encoded training-split "
+                        f"text lines, leaving no pre-training text; give at most {max(len(text) - 1, 0)}")
     held = set(seeded_subset(len(text), pretrain_valid, seed + 1))
     pt_dir = out / "pretrain-text"
     write_lines(pt_dir / "train", [t for i, t in enumerate(text) if i not in held])

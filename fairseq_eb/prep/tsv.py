@@ -15,14 +15,17 @@ from fairseq_eb.choices import check_choice
 from fairseq_eb.prep.common import (
     Pair,
     PrepError,
+    check_inputs_not_in_outputs,
     check_out_dir,
+    check_same_corpus,
     log,
     one_line,
     raw_is_complete,
     raw_sha256,
-    read_json,
+    recorded_manifest,
     require_files,
     run_main,
+    same_input,
     sha256_file,
     write_json,
     write_raw,
@@ -85,6 +88,21 @@ def hold_out(pairs: List[Pair], n: int, seed: int) -> Dict[str, List[Pair]]:
             "valid": [p for i, p in enumerate(pairs) if i in chosen]}
 
 
+def other_corpus(manifest: Optional[dict], inputs: Dict[str, dict]) -> Optional[str]:
+    """What a recorded manifest holds when it is not this TSV corpus (None when it is: a re-run)."""
+    if manifest is None:
+        return None
+    recorded = manifest.get("inputs")
+    if not isinstance(recorded, dict):
+        return f"{manifest.get('dataset', 'data of another preparer')}, not TSV files"
+    for name, current in inputs.items():
+        if name in recorded and not same_input(recorded[name], current):
+            was = recorded[name] if isinstance(recorded[name], dict) else {}
+            return (f"its --{name} was {was.get('path')} (sha256 {str(was.get('sha256'))[:12]}), "
+                    f"not {current['path']} (sha256 {current['sha256'][:12]})")
+    return None
+
+
 def prepare(out: Path, train: str, test: str, fmt: str, valid: Optional[str] = None,
             valid_from_train: int = 0, seed: int = 0) -> dict:
     """Build ``out/raw`` + ``out/manifest.json`` (skipped when inputs and options are unchanged)."""
@@ -96,12 +114,14 @@ def prepare(out: Path, train: str, test: str, fmt: str, valid: Optional[str] = N
     if (valid is None) == (not valid_from_train):
         raise PrepError("give exactly one of --valid FILE or --valid-from-train N")
     require_files([train, valid, test])
+    check_inputs_not_in_outputs(out, {"--train": train, "--valid": valid, "--test": test})
     inputs = {name: {"path": str(Path(p).resolve()), "sha256": sha256_file(Path(p))}
               for name, p in (("train", train), ("valid", valid), ("test", test)) if p is not None}
     parameters = {"format": fmt, "valid_from_train": valid_from_train, "seed": seed}
     expect = {"inputs": inputs, "parameters": parameters}
     manifest_path = out / "manifest.json"
-    manifest = read_json(manifest_path)
+    manifest = recorded_manifest(out)
+    check_same_corpus(out, manifest, other_corpus(manifest, inputs))
     if raw_is_complete(out, manifest, expect):
         log(f"{out}/raw is up to date ({manifest['counts']}); nothing to do")
         return manifest
