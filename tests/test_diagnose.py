@@ -204,3 +204,36 @@ def test_error_recovery_on_the_articles_toy_distribution():
     # argmax after a is b: (c,b) now right at step 1, (c,d) now wrong; both EOS steps stay right
     assert own["next"]["accuracy"] == own["next"]["accuracy_clean"] == 0.75
     assert own["later"]["n"] == 1 and own["later"]["delta_nll"] == 0.0  # (c,d): EOS after gold d
+
+
+# --- options refused before the checkpoint is loaded (issue 22) -------------------------------------------
+
+@pytest.mark.parametrize("extra,message", [
+    (["--batch-size", "0"], "--batch-size must be an integer >= 1 (or left out), got 0"),
+    (["--max-len-b", "-1"], "--max-len-b must be an integer >= 0, and >= 1 when --max-len-a is 0 (the longest "
+                            "output is a * source length + b), got -1"),
+    (["--max-len-a", "-0.5"], "--max-len-a must be a finite number >= 0, got -0.5"),
+])
+def test_cli_refuses_bad_options_before_loading(tmp_path, capsys, extra, message):
+    from fairseq_eb.diagnose.cli import main
+
+    # the checkpoint does not exist: had the option been accepted, the error would be about --path
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), "--path", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o"), *extra])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == f"fairseq-eb-diagnose: error: {message}"
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_an_existing_file_as_out_before_the_diagnosis(tmp_path, capsys, monkeypatch):
+    from fairseq_eb.diagnose import cli, runner
+
+    taken = tmp_path / "report"
+    taken.write_text("keep me\n")
+    monkeypatch.setattr(runner, "run_diagnosis", lambda *a, **k: pytest.fail("the diagnosis ran"))
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(tmp_path), "--path", str(tmp_path / "none.pt"), "--out", str(taken)])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip() == (f"fairseq-eb-diagnose: error: --out {taken} is an existing file; "
+                                               "give a directory (created if missing)")
+    assert taken.read_text() == "keep me\n"

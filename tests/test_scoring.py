@@ -423,3 +423,24 @@ def test_sacrebleu_from_shared_counts_equals_sacrebleus_corpus_score(mode):
     refs = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(300)]
     expected = BLEU(tokenize="13a" if mode == "word" else "char", lowercase=True).corpus_score(hyps, [refs])
     assert score(hyps, refs, mode)["sacrebleu"] == pytest.approx(expected.score, abs=1e-9)
+
+
+def test_a_longer_ref_than_the_decoded_test_set_blames_ref(tmp_path):
+    """12 reference lines for a complete 10-sentence decode: --ref is wrong, not the output (issue 22)."""
+    gen = tmp_path / "gen.out"
+    gen.write_text("".join(f"S-{i}\ts{i}\nT-{i}\tt{i}\nH-{i}\t-1.0\th{i}\n" for i in range(10)))
+    ref = tmp_path / "ref.txt"
+    ref.write_text("".join(f"t{i}\n" for i in range(12)))
+    proc = run_cli("--generate-output", gen, "--ref", ref)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"fairseq-eb-score: error: --ref {ref} has 12 lines, but {gen} decoded 10 "
+                                   "sentences (its T- lines, each with its hypothesis); --ref needs one line per "
+                                   "test sentence, in id order")
+    # without T- lines nobody can tell which file is wrong: the message names both possibilities
+    no_t = tmp_path / "no_t.out"
+    no_t.write_text("".join(f"H-{i}\t-1.0\th{i}\n" for i in range(10)))
+    proc = run_cli("--generate-output", no_t, "--ref", ref)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"fairseq-eb-score: error: --ref {ref} has 12 lines, but {no_t} has hypotheses "
+                                   "for 10 sentences (no hypothesis for ids 10, 11): is --ref this test set's "
+                                   "references, or is the output truncated?")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import sys
 from typing import List, Optional
 
@@ -40,6 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_cli_options(args: argparse.Namespace) -> None:
+    """Options the runner does not see, refused before the checkpoint is loaded (the diagnosis takes minutes)."""
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise DiagnoseError(f"--out {args.out} is an existing file; give a directory (created if missing)")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise DiagnoseError(f"--batch-size must be an integer >= 1 (or left out), got {args.batch_size}")
+    if not math.isfinite(args.max_len_a) or args.max_len_a < 0:
+        raise DiagnoseError(f"--max-len-a must be a finite number >= 0, got {args.max_len_a}")
+    if args.max_len_b < 0 or (args.max_len_b == 0 and args.max_len_a == 0):
+        raise DiagnoseError(f"--max-len-b must be an integer >= 0, and >= 1 when --max-len-a is 0 (the longest "
+                            f"output is a * source length + b), got {args.max_len_b}")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     args = build_parser().parse_args(argv)
     # fairseq's text_to_speech task calls logging.basicConfig(DEBUG) on import: keep fairseq's INFO
@@ -48,6 +63,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     for name in ("matplotlib", "PIL"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
+        check_cli_options(args)
         validate_options(args.beams, args.corrupt_rates, args.max_sentences, args.ngram, args.max_tokens)
         from fairseq_eb.diagnose.report import write_report
         from fairseq_eb.diagnose.runner import run_diagnosis

@@ -6,8 +6,9 @@ the choice of test sentences explains?
 """
 import argparse
 import json
+import re
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Set
 
 from fairseq_eb.scoring.generate_output import (
     load_spm,
@@ -18,6 +19,31 @@ from fairseq_eb.scoring.generate_output import (
 from fairseq_eb.scoring.metrics import METRIC_TITLES, score
 from fairseq_eb.scoring.tokenize import TOKENIZE_MODES, has_cjk
 from fairseq_eb.textfile import read_lines
+
+
+def reference_ids(path: str) -> Set[int]:
+    """Ids of the ``T-`` lines of a fairseq-generate output: the sentences it decoded, whether or not each got
+    a hypothesis."""
+    return {int(m.group(1)) for m in map(re.compile(r"^T-(\d+)\t").match, read_lines(path)) if m}
+
+
+def ref_mismatch_error(generate_output: str, ref: str, hyp_ids: Set[int], n_refs: int) -> ValueError:
+    """Blame the right file when ``--ref`` has more lines than the output has hypotheses.
+
+    The output's ``T-`` lines tell: when every decoded sentence has its hypothesis, the output is complete and
+    ``--ref`` is the wrong length; sentences without one mean a truncated or failed decode.
+    """
+    decoded = reference_ids(generate_output)
+    n = len(hyp_ids)
+    if decoded and decoded == hyp_ids:
+        return ValueError(f"--ref {ref} has {n_refs} lines, but {generate_output} decoded {n} sentences (its T- "
+                          "lines, each with its hypothesis); --ref needs one line per test sentence, in id order")
+    missing = [i for i in range(n_refs) if i not in hyp_ids]
+    if decoded:
+        return missing_ids_error(generate_output, missing, n_refs)
+    return ValueError(f"--ref {ref} has {n_refs} lines, but {generate_output} has hypotheses for {n} sentences "
+                      f"(no hypothesis for ids {', '.join(map(str, missing[:5]))}{', ...' if len(missing) > 5 else ''}"
+                      "): is --ref this test set's references, or is the output truncated?")
 
 
 def load(args: argparse.Namespace):
@@ -31,9 +57,8 @@ def load(args: argparse.Namespace):
             return read_generate_output(args.generate_output, args.spm_model)
         by_id = read_generate_hypotheses(args.generate_output, args.spm_model)
         refs = read_lines(args.ref)
-        missing = [i for i in range(len(refs)) if i not in by_id]
-        if missing:
-            raise missing_ids_error(args.generate_output, missing, len(refs))
+        if any(i not in by_id for i in range(len(refs))):
+            raise ref_mismatch_error(args.generate_output, args.ref, set(by_id), len(refs))
         extra = sorted(i for i in by_id if not 0 <= i < len(refs))
         if extra:
             raise ValueError(f"{args.generate_output} has hypotheses for ids up to {max(extra)}, "
