@@ -6,11 +6,18 @@ parses its command line with :func:`fairseq.options.parse_args_and_arch`; we wra
 options go through the same validators (the task's ``validate_replacement_config`` and the criterion's
 ``validate_gp_options``, looked up by name so they stay the single source of the rules) right after
 parsing. Hydra (``fairseq-hydra-train``) does not use this parser; there the setup-time checks still apply.
+
+Two of fairseq's own behaviours are refused here too, whatever the task: ``--restore-file`` naming a file
+that does not exist (fairseq logs "No existing checkpoint found" and trains from scratch), and the
+replacement task with a model that has no encoder (``--arch transformer_lm``: an omegaconf traceback).
+Settings that are valid but have no effect get a one-line warning on stderr (:func:`inert_option_warnings`).
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import glob
+import os
 import sys
 from typing import Any, Callable, List
 
@@ -34,11 +41,57 @@ def _check_criterion(args: argparse.Namespace) -> None:
                                bool(getattr(args, "fp16", False) or getattr(args, "memory_efficient_fp16", False)))
 
 
+def _check_restore_file(args: argparse.Namespace) -> None:
+    """``--restore-file`` other than fairseq's default must exist (with or without a shard suffix)."""
+    path = getattr(args, "restore_file", None)
+    if path in (None, "", "checkpoint_last.pt") or "://" in str(path):
+        return
+    if os.path.isfile(path) or glob.glob(glob.escape(str(path)).replace(".pt", "*.pt")):
+        return
+    raise ValueError(f"--restore-file {path}: no such checkpoint file (fairseq would train from scratch without "
+                     "a word); give an existing checkpoint, or leave the option out to resume from "
+                     "SAVE_DIR/checkpoint_last.pt")
+
+
+def _check_encoder_decoder(args: argparse.Namespace) -> None:
+    """The replacement task corrupts a decoder input that only an encoder-decoder model has."""
+    from fairseq.models import ARCH_MODEL_REGISTRY, FairseqEncoderDecoderModel
+
+    arch = getattr(args, "arch", None)
+    model = ARCH_MODEL_REGISTRY.get(arch)
+    if model is None or issubclass(model, FairseqEncoderDecoderModel):
+        return
+    pool = str(getattr(args, "replace_pool", ""))
+    what = "--replace-pool model (the model's own guesses)" if pool == "model" else f"--task {TASK}"
+    raise ValueError(f"{what} needs an encoder-decoder model such as --arch transformer; --arch {arch} is "
+                     f"{model.__name__}, which has no encoder")
+
+
+def inert_option_warnings(args: argparse.Namespace) -> List[str]:
+    """Options set away from their default that have no effect with the other settings (a likely mistake)."""
+    if getattr(args, "task", None) != TASK:
+        return []
+    warnings = []
+    temperature = getattr(args, "replace_model_temperature", 0.0)
+    pool = str(getattr(args, "replace_pool", "target"))
+    if temperature and pool != "model":
+        warnings.append(f"--replace-model-temperature {temperature} has no effect with --replace-pool {pool} "
+                        "(it applies to --replace-pool model only)")
+    from fairseq_eb.schedules import DEFAULT_SHAPE
+
+    shape = getattr(args, "replace_schedule_shape", 0.0)
+    schedule = str(getattr(args, "replace_schedule", "constant"))
+    if shape and schedule not in DEFAULT_SHAPE:
+        warnings.append(f"--replace-schedule-shape {shape} has no effect with --replace-schedule {schedule} (it "
+                        "sets the steepness of the exponential and inverse_sigmoid schedules only)")
+    return warnings
+
+
 def validation_errors(args: argparse.Namespace) -> List[str]:
     """The plugin validators' messages for a parsed fairseq namespace (empty when all is well)."""
-    checks: List[Callable[[argparse.Namespace], None]] = []
+    checks: List[Callable[[argparse.Namespace], None]] = [_check_restore_file]
     if getattr(args, "task", None) == TASK:
-        checks.append(_check_task)
+        checks += [_check_task, _check_encoder_decoder]
     if getattr(args, "criterion", None) == CRITERION:
         checks.append(_check_criterion)
     errors = []
@@ -70,6 +123,8 @@ def install() -> None:
         if errors:
             print(f"{parser.prog}: error: {errors[0]}", file=sys.stderr)
             sys.exit(2)
+        for warning in inert_option_warnings(args):
+            print(f"{parser.prog}: warning: {warning}", file=sys.stderr)
         return result
 
     parse_args_and_arch._fairseq_eb_validate = True

@@ -16,6 +16,12 @@ epoch k > 1 builds it anew in epoch k and trains on differently composed batches
 resuming changed the result (same sizes, other sentences: measured in ``tests/test_compat.py``). We build
 the batches of a resumed run as epoch 1 would have.
 
+A checkpoint that cannot be loaded (truncated, not a checkpoint, or refused by safe loading because it holds
+objects no fairseq checkpoint holds) ended ``fairseq-train``/``fairseq-generate`` in a torch traceback whose
+first line advises switching safe loading off. fairseq's loader is wrapped so that it raises
+:class:`CheckpointLoadError` with one line naming the file, and a fairseq command that does not catch it
+prints that line and exits with status 2, as for a bad option.
+
 fairseq never destroys its process group. Since torch 2.x, a gloo rank that reaches interpreter shutdown
 with the group alive can abort (SIGABRT, "terminate called without an active exception") after a training
 that succeeded; we destroy the group at exit instead.
@@ -29,6 +35,9 @@ import contextlib
 import functools
 import inspect
 import io
+import os
+import pickle
+import re
 import sys
 import typing
 from typing import Any, Callable, List, Sequence
@@ -143,6 +152,61 @@ def first_epoch_batches(original: Callable[..., Any]) -> Callable[..., Any]:
 
     get_batch_iterator._fairseq_eb_first_epoch = True
     return get_batch_iterator
+
+
+class CheckpointLoadError(ValueError):
+    """A checkpoint file that cannot be loaded; the message is one line naming the file and why."""
+
+
+def checkpoint_load_message(path: str, error: BaseException) -> str:
+    """One line for a failed ``torch.load`` of ``path``: refused by safe loading, or truncated / no checkpoint.
+
+    Why not torch's own text: its first line advises ``weights_only=False``, i.e. running the file's code.
+    """
+    text = str(error)
+    if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in text:
+        found = re.search(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)", text)
+        if found:
+            return (f"checkpoint {path}: refused by safe loading: it holds {found.group(1)}, which no fairseq "
+                    "checkpoint holds, and nothing in it was run; load only checkpoints you made or trust")
+        return f"checkpoint {path}: not a torch checkpoint (safe loading found no checkpoint in it)"
+    first = text.strip().splitlines()[0] if text.strip() else "the file ended early"
+    first = first.split(". This is an internal miniz error")[0][:200]
+    return f"checkpoint {path}: truncated or not a torch checkpoint ({type(error).__name__}: {first})"
+
+
+def one_line_checkpoint_errors(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``checkpoint_utils.load_checkpoint_to_cpu``: load failures become :class:`CheckpointLoadError`."""
+
+    @functools.wraps(original)
+    def load_checkpoint_to_cpu(path, *args, **kwargs):
+        try:
+            return original(path, *args, **kwargs)
+        except (pickle.UnpicklingError, EOFError, OSError, RuntimeError) as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise CheckpointLoadError(checkpoint_load_message(str(path), e)) from None
+
+    load_checkpoint_to_cpu._fairseq_eb_one_line = True
+    return load_checkpoint_to_cpu
+
+
+def _exit_2_on_checkpoint_errors() -> None:
+    """An uncaught :class:`CheckpointLoadError` prints ``PROG: error: MESSAGE`` and exits 2, like argparse.
+
+    Hydra's entry point (``fairseq-hydra-train``) catches exceptions itself and prints them its own way.
+    """
+    previous_hook = sys.excepthook
+
+    def hook(kind, value, traceback) -> None:
+        if isinstance(value, CheckpointLoadError):
+            print(f"{os.path.basename(sys.argv[0] or 'fairseq')}: error: {value}", file=sys.stderr)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)  # an excepthook cannot choose the exit status otherwise
+        previous_hook(kind, value, traceback)
+
+    sys.excepthook = hook
 
 
 def _wrap_once(module: str, owner: str, name: str, wrap: Callable[[Any], Any], marker: str) -> None:
@@ -265,6 +329,9 @@ def apply() -> None:
         add(checkpoint_safe_globals())
     _wrap_once("fairseq.data.data_utils", "", "batch_by_size", tail_completing, "_fairseq_eb_complete")
     _wrap_once("fairseq.tasks", "FairseqTask", "get_batch_iterator", first_epoch_batches, "_fairseq_eb_first_epoch")
+    _wrap_once("fairseq.checkpoint_utils", "", "load_checkpoint_to_cpu", one_line_checkpoint_errors,
+               "_fairseq_eb_one_line")
     _numpy_compat_namespace()
     _destroy_gloo_group_at_exit()
+    _exit_2_on_checkpoint_errors()
     _APPLIED = True
