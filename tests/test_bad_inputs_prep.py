@@ -296,3 +296,19 @@ def test_binarize_refuses_to_replace_outputs_it_did_not_record(tmp_path, capsys)
     assert message == (f"error: --data {data} holds bin that no binarize.json records (made by another tool?); "
                        "binarize a copy of raw/ in a new directory, or delete them to rebuild")
     assert snapshot(data) == before
+
+
+def test_tsv_warns_about_and_records_duplicated_rows_and_test_rows_seen_in_training(tmp_path, capsys):
+    rows = [f"title {i}\tcontent number {i}" for i in range(4)]
+    train = write_lines(tmp_path / "train.tsv", rows + rows)  # every row twice
+    valid = write_lines(tmp_path / "valid.tsv", ["v\tvalid content"])
+    test = write_lines(tmp_path / "test.tsv", [rows[0], rows[1].replace("title", "other title"), "t\tnew content"])
+    manifest = tsv.prepare(tmp_path / "o", train, test, "reference", valid=valid)
+    assert manifest["duplicate_rows"] == {"train": 4, "valid": 0, "test": 0}
+    assert manifest["overlap_with_train"] == {"valid": 0, "test": 2}  # by source text: a new title is no new row
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["overlap_with_train"]["test"] == 2
+    warnings = [line.split("] ", 1)[1] for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert warnings == [
+        "warning: 4 of 8 train rows repeat an earlier train row (recorded in manifest.json as duplicate_rows)",
+        "warning: 2 of 3 test rows have a source that also occurs in training; test scores will flatter the model "
+        "(recorded in manifest.json as overlap_with_train)"]

@@ -88,6 +88,17 @@ def hold_out(pairs: List[Pair], n: int, seed: int) -> Dict[str, List[Pair]]:
             "valid": [p for i, p in enumerate(pairs) if i in chosen]}
 
 
+def suspicious_rows(splits: Dict[str, List[Pair]]) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """Rows repeated within a split, and validation/test rows whose source text also occurs in training.
+
+    Legitimate data may have both, but a test row seen in training flatters every score: warned and recorded.
+    """
+    duplicates = {name: len(pairs) - len(set(pairs)) for name, pairs in splits.items()}
+    train_sources = {src for src, _ in splits["train"]}
+    overlap = {name: sum(1 for src, _ in splits[name] if src in train_sources) for name in ("valid", "test")}
+    return duplicates, overlap
+
+
 def other_corpus(manifest: Optional[dict], inputs: Dict[str, dict]) -> Optional[str]:
     """What a recorded manifest holds when it is not this TSV corpus (None when it is: a re-run)."""
     if manifest is None:
@@ -131,10 +142,20 @@ def prepare(out: Path, train: str, test: str, fmt: str, valid: Optional[str] = N
     dropped_empty = {name: dropped for name, (_, dropped) in read.items()}
     if valid is None:
         splits.update(hold_out(splits["train"], valid_from_train, seed))
+    duplicates, overlap = suspicious_rows(splits)
+    for name, n in duplicates.items():
+        if n:
+            log(f"warning: {n} of {len(splits[name])} {name} rows repeat an earlier {name} row (recorded in "
+                "manifest.json as duplicate_rows)")
+    for name, n in overlap.items():
+        if n:
+            log(f"warning: {n} of {len(splits[name])} {name} rows have a source that also occurs in training; "
+                f"{name} scores will flatter the model (recorded in manifest.json as overlap_with_train)")
     out.mkdir(parents=True, exist_ok=True)
     counts = write_raw(out, splits)
     manifest = {"dataset": f"tsv-{fmt}", "inputs": inputs, "parameters": parameters, "counts": counts,
-                "dropped_empty_rows": dropped_empty, "outputs_sha256": raw_sha256(out),
+                "dropped_empty_rows": dropped_empty, "duplicate_rows": duplicates, "overlap_with_train": overlap,
+                "outputs_sha256": raw_sha256(out),
                 "src": "content / abstract", "tgt": "title",
                 "seconds": round(time.time() - start, 1)}
     write_json(manifest_path, manifest)
