@@ -18,6 +18,7 @@ import argparse
 import functools
 import glob
 import os
+import re
 import sys
 from typing import Any, Callable, List
 
@@ -101,6 +102,26 @@ def validation_errors(args: argparse.Namespace) -> List[str]:
         except ValueError as e:
             errors.append(str(e))
     return errors
+
+
+def hydra_key_message(message: str, group: str) -> str:
+    """The validator's message with its ``--option`` names written as Hydra keys (``task.replace_token_prob``)."""
+    return re.sub(r"--([a-z0-9-]+)", lambda m: f"{group}.{m.group(1).replace('-', '_')}", message)
+
+
+def exit_under_hydra(error: ValueError, group: str) -> None:
+    """Under ``fairseq-hydra-train``, print a validator's error as one line and exit 2; elsewhere do nothing.
+
+    Why: Hydra prints an exception from the task or criterion setup as a traceback and exits 1. ``SystemExit`` is
+    no ``Exception``: fairseq's ``_hydra_main`` re-raises it and Hydra's ``run_and_report`` lets it through.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+    except ImportError:  # pragma: no cover - hydra comes with fairseq
+        return
+    if HydraConfig.initialized():
+        print(f"fairseq-hydra-train: error: {hydra_key_message(str(error), group)}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def install() -> None:

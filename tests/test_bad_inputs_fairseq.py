@@ -142,3 +142,26 @@ def test_train_resuming_from_a_truncated_checkpoint_last(toy_bin, tmp_path):
     proc = run_fairseq("train", train_argv(toy_bin, save_dir), check=False)
     assert_one_line_exit_2(proc, f"error: checkpoint {cut}: truncated or not a torch checkpoint")
     assert cut.read_bytes() == before
+
+
+@pytest.mark.parametrize("override,message", [
+    ("++task.replace_token_prob=1.5", "task.replace_token_prob must be a probability in [0, 1], got 1.5"),
+    ("++criterion.gp_epsilon=-1", "criterion.gp_epsilon must be a finite number >= 0, got -1.0"),
+])
+def test_hydra_train_refuses_out_of_range_values_in_one_line(toy_bin, tmp_path, override, message):
+    """fairseq-hydra-train: the same validators, the option written as Hydra's key, exit 2 (not Hydra's traceback)."""
+    import subprocess
+
+    criterion = ["criterion._name=label_smoothed_cross_entropy_with_gp"] if "criterion" in override else []
+    cmd = [sys.executable, "-m", "fairseq_cli.hydra_train", "task=translation",
+           "task._name=translation_with_replacement", f"task.data={toy_bin}", f"common.user_dir={USER_DIR}",
+           "model=transformer_lm/transformer_lm_gpt", "++model._name=transformer",
+           "criterion=label_smoothed_cross_entropy",
+           *criterion, "optimization.max_update=1", "common.cpu=true", "dataset.max_tokens=500", override,
+           f"hydra.run.dir={tmp_path / 'hydra'}", f"checkpoint.save_dir={tmp_path / 'ck'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"fairseq-hydra-train: error: {message}"
+    assert not list((tmp_path / "ck").glob("*.pt"))  # fairseq makes the directory first; nothing trained

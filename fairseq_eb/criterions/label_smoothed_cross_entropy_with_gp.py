@@ -33,6 +33,7 @@ from fairseq.models.fairseq_decoder import FairseqDecoder
 from fairseq.models.transformer.transformer_decoder import TransformerDecoderBase
 from omegaconf import II
 
+from fairseq_eb.cli_validation import exit_under_hydra
 from fairseq_eb.gradient_penalty import (
     GP_ATTENTIONS,
     GpMethodChoice,
@@ -169,8 +170,12 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
                  gp_interval=1, gp_warmup_updates=0, gp_attention="auto", fp16=False, memory_efficient_fp16=False):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size=ignore_prefix_size,
                          report_accuracy=report_accuracy)
-        validate_gp_options(gp_epsilon, gp_over, gp_method, ddp_backend, distributed_world_size,
-                            gp_interval, gp_warmup_updates, gp_attention, bool(fp16 or memory_efficient_fp16))
+        try:
+            validate_gp_options(gp_epsilon, gp_over, gp_method, ddp_backend, distributed_world_size,
+                                gp_interval, gp_warmup_updates, gp_attention, bool(fp16 or memory_efficient_fp16))
+        except ValueError as e:
+            exit_under_hydra(e, "criterion")  # fairseq-hydra-train: one line, exit 2
+            raise
         self.gp_attention = str(gp_attention)
         self.gp_epsilon = float(gp_epsilon)
         self.gp_over = str(gp_over)

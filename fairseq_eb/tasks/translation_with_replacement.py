@@ -21,6 +21,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
+from fairseq_eb.cli_validation import exit_under_hydra
 from fairseq_eb.corruption import POOLS, changed_positions, corrupt_decoder_input, replacement_seed
 from fairseq_eb.model_guesses import model_guesses
 from fairseq_eb.schedules import SCHEDULES, schedule_fraction, validate_schedule
@@ -178,7 +179,11 @@ class TranslationWithReplacementTask(TranslationTask):
 
     @classmethod
     def setup_task(cls, cfg: TranslationWithReplacementConfig, **kwargs):
-        validate_replacement_config(cfg)  # fail before dictionaries/data are touched
+        try:
+            validate_replacement_config(cfg)  # fail before dictionaries/data are touched
+        except ValueError as e:
+            exit_under_hydra(e, "task")  # fairseq-hydra-train: one line, exit 2
+            raise
         return super().setup_task(cfg, **kwargs)
 
     def corrupt_sample(self, sample: Dict[str, Any], update_num: int, model: Optional[torch.nn.Module] = None,
