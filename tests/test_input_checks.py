@@ -83,6 +83,9 @@ def test_check_run_options_blames_the_chosen_file(tmp_path):
     with pytest.raises(ValueError) as e:
         check_run_options([spec, spec], chosen_path=path)
     assert str(e.value) == f"--chosen {path} (gp): --gp-epsilon must be a finite number >= 0, got -1.0"
+    with pytest.raises(ValueError) as e:  # the sweep: its own grid's variant
+        check_run_options([spec])
+    assert str(e.value) == "the sweep's variant runs (gp): --gp-epsilon must be a finite number >= 0, got -1.0"
 
 
 def test_check_run_options_accepts_every_method_of_a_config(tmp_path):

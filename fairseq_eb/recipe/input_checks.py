@@ -101,7 +101,8 @@ def check_run_options(specs: Iterable[object], train_args: str = "", chosen_path
     """Parse every distinct run's fairseq-train options (``RunSpec.train_options()``) before anything runs.
 
     ``ValueError`` naming where the refused option came from: ``--train-args``, ``--chosen FILE`` or the
-    configuration. Call it before ``check_settings``, which writes each run's ``settings.json``.
+    configuration (or, without ``chosen_path``, the sweep's variant). Call it before ``check_settings``, which
+    writes each run's ``settings.json``.
     """
     seen = set()
     for spec in specs:
@@ -117,7 +118,8 @@ def check_run_options(specs: Iterable[object], train_args: str = "", chosen_path
         method = spec.method
         sources: List[Tuple[str, Sequence[str]]] = [
             (f"--config {spec.cfg.name} ({method})", options),
-            (f"--chosen {chosen_path} ({method})", tuple(getattr(spec, "variant_args", ()))),
+            (f"--chosen {chosen_path} ({method})" if chosen_path is not None
+             else f"the sweep's variant {spec.run_dir.parent.name} ({method})", tuple(spec.variant_args)),
             (f"--train-args {train_args!r}", tuple(getattr(spec, "extra_train_args", ()))),
         ]
         raise ValueError(f"{blame(error, sources)}: {error}")
