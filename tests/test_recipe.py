@@ -204,6 +204,21 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
         assert boot["lo"] <= boot["mean"] <= boot["hi"] and found[beam]["seed_interval"] is None
         assert found[beam]["verdict"] == "one seed: not established"
     assert "How sure: 95% intervals" in table and "sentences [" in table
+    # the averaged selection (tiny: the last 2 of 2 interval checkpoints) and the selection-noise measurement
+    assert "## Average of the last 2 checkpoints" in table and "## How noisy is the selection?" in table
+    for method in ("baseline", "rr_gp"):
+        run = out / "runs" / method / "default" / "seed1"
+        assert (run / "checkpoints" / "checkpoint_avg.pt").exists()
+        # update 8 ends the budget at an epoch's end: fairseq keeps it as checkpoint_last.pt only
+        assert json.loads((run / "averaging.json").read_text())["averaged"] == ["checkpoint_1_4.pt",
+                                                                              "checkpoint_last.pt"]
+        assert (run / "generate-avg-beam1.txt").exists() and "avg" in results["runs"][f"{method}/seed1"][
+            "scores_by_selection"]
+        noise = json.loads((run / "noise.json").read_text())
+        assert {noise["selected"], noise["neighbour"]} == {4, 8} and noise["sentences"] == 40  # the toy valid split
+        assert noise["se_diff"] >= 0 and noise["lo"] <= noise["diff"] <= noise["hi"] + 1e-9
+        assert set(noise["logged_bleu"]) == {"4", "8"} and noise["bleu_a"] >= 0
+    assert set(results["intervals_rouge_l_avg"]["rr_gp"]) == {"1", "2"}
     for method in ("baseline", "rr_gp"):
         head = results["runs"][f"{method}/seed1"]["diagnosis"]
         assert head["rate"] == 0.3 and head["delta_nll_own"] is not None

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 from fairseq_eb.recipe.configs import RecipeConfig
 from fairseq_eb.recipe.logged_command import echo, run_logged
 from fairseq_eb.recipe.methods import method_args
-from fairseq_eb.recipe.selection import SELECTIONS, select
+from fairseq_eb.recipe.selection import SELECTIONS, Validation, prune_intervals, select
 from fairseq_eb.user_dir import user_dir
 
 
@@ -227,22 +227,94 @@ def diagnose(spec: RunSpec) -> Dict[str, object]:
     return headline(json.loads(result_path.read_text()), DIAGNOSE_RATE)
 
 
+def average(spec: RunSpec) -> Optional[Dict[str, object]]:
+    """``checkpoint_avg.pt``: the average of the last ``cfg.average_last`` interval checkpoints, unless it
+    exists; returns ``averaging.json`` (None when the configuration has no averaged selection)."""
+    if not spec.cfg.average_last:
+        return None
+    record = spec.run_dir / "averaging.json"
+    target = spec.checkpoint_for("avg")
+    if record.exists() and target.exists():
+        return json.loads(record.read_text())
+    from fairseq_eb.recipe.averaging import average_checkpoints, checkpoints_by_update
+
+    log = (spec.run_dir / "train.log").read_text(encoding="utf-8", errors="replace")
+    last = list(checkpoints_by_update(spec.run_dir / "checkpoints", log).values())[-spec.cfg.average_last:]
+    if not last:
+        raise RuntimeError(f"[{spec.tag}] no interval checkpoint left to average in {spec.run_dir / 'checkpoints'} "
+                           "(a run finished by an older recipe pruned them); delete the run directory to redo it")
+    echo(f"[{spec.tag}] averaging the last {len(last)} checkpoints -> {target}")
+    result = average_checkpoints(last, target)
+    record.write_text(json.dumps(result) + "\n")
+    return result
+
+
+def _decode_valid(spec: RunSpec, checkpoint: Path, out: Path) -> Path:
+    """Beam-1 decoding of the valid split with ``checkpoint`` (as ``--eval-bleu`` decodes it), unless it exists."""
+    if not out.exists():
+        cmd = [sys.executable, "-m", "fairseq_cli.generate", str(spec.data_dir / "bin"), "--user-dir", user_dir(),
+               "--path", str(checkpoint), "--gen-subset", "valid", *spec.generate_options(1)]
+        run_logged(cmd, out.with_suffix(".log"), f"{spec.tag} noise", env=_thread_env(spec.threads), stdout_path=out)
+    return out
+
+
+def measure_noise(spec: RunSpec, chosen: Dict[str, object]) -> Optional[Dict[str, object]]:
+    """``noise.json``: the paired-bootstrap standard error of the valid BLEU difference between the selected
+    checkpoint and its neighbouring validation's (:mod:`fairseq_eb.recipe.noise`), unless it exists; None when
+    the run has no valid-BLEU selection or the neighbour's checkpoint is gone."""
+    path = spec.run_dir / "noise.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    if not chosen.get("bleu"):
+        return None
+    from fairseq_eb.recipe import noise
+    from fairseq_eb.recipe.averaging import checkpoints_by_update
+    from fairseq_eb.scoring import read_generate_output
+
+    validations = [Validation(**v) for v in chosen["validations"]]
+    selected = int(chosen["bleu"]["num_updates"])
+    other = noise.neighbour(validations, selected)
+    log = (spec.run_dir / "train.log").read_text(encoding="utf-8", errors="replace")
+    by_update = checkpoints_by_update(spec.run_dir / "checkpoints", log)
+    if other is None or selected not in by_update or other not in by_update:
+        return None
+    spm = spec.data_dir / "spm.model"
+    stats = []
+    for update in (selected, other):
+        out = _decode_valid(spec, by_update[update], spec.run_dir / "noise" / f"valid-beam1-{update}.txt")
+        hyps, refs = read_generate_output(str(out), spm_model=str(spm) if spm.exists() else None)
+        stats.append(noise.sentence_stats(hyps, refs))
+    result = dict(noise.paired_bootstrap(*stats), selected=selected, neighbour=other,
+                  logged_bleu={str(v.num_updates): v.bleu for v in validations if v.num_updates in (selected, other)})
+    result["close_to_best"] = noise.close_to_best(validations, selected, result["se_diff"])
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    echo(f"[{spec.tag}] valid BLEU noise: selected {selected:,} vs {other:,}: {result['diff']:+.2f} "
+         f"(se {result['se_diff']:.2f}); {len(result['close_to_best'])} other validations within 1.96 se of the best")
+    return result
+
+
 def execute(spec: RunSpec) -> Dict[str, object]:
     """All steps of one run; returns ``{"train", "selection", "scores" (main selection), "by_selection",
-    "diagnosis"}``.
+    "diagnosis", "averaging", "noise"}``.
 
-    When both selections picked the same update, the loss selection reuses the main one's scores.
+    The interval checkpoints are kept until the averaged selection and the noise measurement are made from
+    them. When both selections picked the same update, the loss selection reuses the main one's scores.
     """
     check_settings(spec)
     record = train(spec)
-    chosen = select(spec.run_dir / "checkpoints", spec.run_dir / "train.log")
+    chosen = select(spec.run_dir / "checkpoints", spec.run_dir / "train.log", prune=False)
+    averaged = average(spec)
+    noise_record = measure_noise(spec, chosen)
+    prune_intervals(spec.run_dir / "checkpoints")
     by_selection: Dict[str, Dict[int, Dict[str, object]]] = {}
     for selection in spec.selections:
-        if selection != "bleu" and chosen.get("same") and "bleu" in by_selection:
+        if selection == "avg" and not spec.cfg.average_last:
+            continue
+        if selection == "loss" and chosen.get("same") and "bleu" in by_selection:
             by_selection[selection] = by_selection["bleu"]
             continue
         by_selection[selection] = {beam: score(spec, beam, generate(spec, beam, selection), selection)
                                    for beam in spec.beams}
     diagnosis = diagnose(spec) if spec.diagnose else None
     return {"train": record, "selection": chosen, "scores": by_selection[spec.selections[0]],
-            "by_selection": by_selection, "diagnosis": diagnosis}
+            "by_selection": by_selection, "diagnosis": diagnosis, "averaging": averaged, "noise": noise_record}

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 # selection name -> checkpoint file in the run's checkpoints/ directory
-SELECTIONS: Dict[str, str] = {"bleu": "checkpoint_best.pt", "loss": "checkpoint_best_loss.pt"}
+SELECTIONS: Dict[str, str] = {"bleu": "checkpoint_best.pt", "loss": "checkpoint_best_loss.pt",
+                              "avg": "checkpoint_avg.pt"}
 
 _VALID = re.compile(r"\| valid on 'valid' subset \|(?P<fields>.*)$")
 _INTERVAL = re.compile(r"checkpoint_\d+_\d+\.pt")
@@ -73,8 +74,16 @@ def best(validations: List[Validation], metric: str) -> Validation:
     return max(scored, key=lambda v: (v.bleu, -v.num_updates))
 
 
-def select(checkpoints: Path, log_path: Path) -> Dict[str, object]:
-    """Make ``checkpoint_best_loss.pt``, write and return ``selection.json`` (idempotent)."""
+def prune_intervals(checkpoints: Path) -> None:
+    """Delete the interval checkpoints once every selection has been made from them."""
+    for interval in checkpoints.glob("checkpoint_*_*.pt"):
+        if _INTERVAL.fullmatch(interval.name):
+            interval.unlink()
+
+
+def select(checkpoints: Path, log_path: Path, prune: bool = True) -> Dict[str, object]:
+    """Make ``checkpoint_best_loss.pt``, write and return ``selection.json`` (idempotent); ``prune=False`` keeps
+    the interval checkpoints for the selections made after this one (averaging, the noise measurement)."""
     out = checkpoints.parent / "selection.json"
     if out.exists() and (checkpoints / SELECTIONS["loss"]).exists():
         return json.loads(out.read_text())
@@ -99,9 +108,8 @@ def select(checkpoints: Path, log_path: Path) -> Dict[str, object]:
     tmp = checkpoints / (SELECTIONS["loss"] + ".tmp")
     shutil.copyfile(source, tmp)
     os.replace(tmp, checkpoints / SELECTIONS["loss"])
-    for interval in checkpoints.glob("checkpoint_*_*.pt"):
-        if _INTERVAL.fullmatch(interval.name):
-            interval.unlink()
+    if prune:
+        prune_intervals(checkpoints)
     result = {"bleu": asdict(by_bleu), "loss": asdict(by_loss), "same": by_bleu.num_updates == by_loss.num_updates,
               "validations": [asdict(v) for v in validations]}
     out.write_text(json.dumps(result, indent=1) + "\n")

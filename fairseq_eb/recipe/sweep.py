@@ -16,6 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 from fairseq_eb.recipe import aggregate
 from fairseq_eb.recipe.configs import get_config
+from fairseq_eb.recipe.input_checks import check_run_options
 from fairseq_eb.recipe.logged_command import echo
 from fairseq_eb.recipe.methods import METHODS
 from fairseq_eb.recipe.run_steps import SettingsMismatch, check_settings
@@ -134,6 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         pre = pretrain_spec(args)
         specs = make_specs(args, variants, subset="valid", selections=("bleu",), init=init_fields(pre),
                            diagnose=False)
+        check_run_options(specs, args.train_args)  # before any settings.json is written
         for sp in [pre, *specs] if pre else specs:
             check_settings(sp)
     except (ValueError, FileNotFoundError, SettingsMismatch) as exc:

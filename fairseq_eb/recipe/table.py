@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence
 from fairseq_eb.choices import check_choice
 from fairseq_eb.recipe import aggregate, curves, floor
 from fairseq_eb.recipe.configs import CONFIGS, get_config
+from fairseq_eb.recipe.input_checks import check_floor_cache, check_run_options, load_chosen_checked
 from fairseq_eb.recipe.logged_command import echo
 from fairseq_eb.recipe.methods import METHODS, check_methods
 from fairseq_eb.recipe.pretrain import PretrainSpec, check_pretrain_data
@@ -128,11 +129,9 @@ def compute_floor(args: argparse.Namespace) -> Optional[Dict[str, object]]:
 
 
 def load_chosen(path: Optional[Path]) -> Dict[str, Dict[str, object]]:
-    """method -> {"variant": name, "args": [...]} from a sweep's chosen.json (empty without one)."""
-    if path is None:
-        return {}
-    return {m: {"variant": v["variant"], "args": list(v["args"])}
-            for m, v in json.loads(path.read_text())["chosen"].items()}
+    """method -> {"variant": name, "args": [...]} from a sweep's chosen.json (empty without one); a malformed
+    file is a ValueError naming it (fairseq_eb.recipe.input_checks)."""
+    return {} if path is None else load_chosen_checked(path)
 
 
 def pretrain_spec(args: argparse.Namespace) -> Optional[PretrainSpec]:
@@ -220,7 +219,7 @@ def collect(results, selection: str) -> Dict[str, Dict[int, Dict[int, Dict[str, 
     """scores[method][beam][seed] of one checkpoint selection."""
     scores: Dict[str, Dict[int, Dict[int, Dict[str, float]]]] = {}
     for sp, res in results.items():
-        for beam, sc in res["by_selection"][selection].items():
+        for beam, sc in res["by_selection"].get(selection, {}).items():
             scores.setdefault(sp.method, {}).setdefault(int(beam), {})[sp.seed] = sc
     return scores
 
@@ -256,9 +255,10 @@ def reference_repetition(args) -> float:
     return 100.0 * repeated_ngram_share(refs.read_text(encoding="utf-8").splitlines(), 2, args.tokenize)
 
 
-def paired_intervals(args, results) -> Dict[str, Dict[int, Dict[str, object]]]:
-    """method -> beam -> the two 95% intervals of its ROUGE-L gain over the baseline (main selection), on the
-    seeds both have (:mod:`fairseq_eb.scoring.intervals`); per-sentence scores come from the test decodings."""
+def paired_intervals(args, results, selection: str = "bleu") -> Dict[str, Dict[int, Dict[str, object]]]:
+    """method -> beam -> the two 95% intervals of its ROUGE-L gain over the baseline (one checkpoint selection),
+    on the seeds both have (:mod:`fairseq_eb.scoring.intervals`); per-sentence scores come from the test
+    decodings."""
     import numpy as np
 
     from fairseq_eb.scoring import read_generate_output, rouge_l_per_sentence
@@ -269,7 +269,7 @@ def paired_intervals(args, results) -> Dict[str, Dict[int, Dict[str, object]]]:
 
     def per_sentence(method: str, seed: int, beam: int) -> np.ndarray:
         if (method, seed, beam) not in cache:
-            path = generated_path(runs[method, seed], beam)
+            path = generated_path(runs[method, seed], beam, selection)
             hyps, refs = read_generate_output(str(path), spm_model=str(spm) if spm.exists() else None)
             cache[method, seed, beam] = np.array(rouge_l_per_sentence(hyps, refs, args.tokenize))
         return cache[method, seed, beam]
@@ -322,13 +322,60 @@ def validation_curves(args, results) -> str:
             + curves.curves_markdown(rows, metric))
 
 
+def selection_warnings(results) -> List[str]:
+    """The recipe's warnings about its checkpoint selections (:func:`fairseq_eb.recipe.noise.warnings_for`)."""
+    from fairseq_eb.recipe.noise import warnings_for
+
+    out: List[str] = []
+    for sp, res in sorted(results.items(), key=lambda kv: (kv[0].method, kv[0].seed)):
+        chosen = res["selection"].get("bleu")
+        if not chosen:
+            continue
+        validations = [Validation(**v) for v in res["selection"].get("validations", [])]
+        out += warnings_for(f"{METHODS[sp.method]} seed {sp.seed}", validations, int(chosen["num_updates"]),
+                            res.get("noise"), sp.method == "baseline")
+    return out
+
+
+def noise_markdown(results) -> List[str]:
+    """How noisy the valid-BLEU selection was: per method, the paired-bootstrap standard error of the valid BLEU
+    difference between the selected checkpoint and its neighbour, and how many validations were that close."""
+    rows: Dict[str, List[Dict[str, object]]] = {}
+    for sp, res in results.items():
+        if res.get("noise"):
+            rows.setdefault(sp.method, []).append(res["noise"])
+    if not rows:
+        return []
+    n = next(iter(rows.values()))[0]["sentences"]
+    lines = ["", "## How noisy is the selection?", "",
+             f"Valid BLEU (beam 1, {n:,} sentences) of the selected checkpoint minus that of its neighbouring "
+             "validation, with the standard error of that difference from a paired bootstrap over the valid "
+             "sentences (1,000 resamples, fairseq_eb.recipe.noise); *close* = other validations within 1.96 "
+             "standard errors of the best (a selection among them is a coin toss).", "",
+             "| method | runs | difference | se of the difference | se of one checkpoint's BLEU | close (mean) |",
+             "|---|---|---|---|---|---|"]
+    for m in METHODS:
+        if m in rows:
+            r = rows[m]
+            def mean(key: str) -> float:
+                return sum(float(x[key]) for x in r) / len(r)
+            close = sum(len(x["close_to_best"]) for x in r) / len(r)
+            lines.append(f"| {METHODS[m]} | {len(r)} | {mean('diff'):+.2f} | {mean('se_diff'):.2f} | "
+                         f"{mean('se_a'):.2f} | {close:.1f} |")
+    warnings = selection_warnings(results)
+    if warnings:
+        lines += ["", "Warnings:", *[f"- {w}" for w in warnings]]
+    return lines + [""]
+
+
 def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, object],
                   chosen: Dict[str, Dict[str, object]], pretrain: Optional[Dict[str, object]] = None) -> str:
     """table.md, curves.md, results.json and plot.png under OUT; returns the table's Markdown text."""
     from fairseq_eb.recipe.plot import plot_summary
 
     metrics = [k for k, _ in METRIC_TITLES] + ["repeat-2"]
-    summaries = {sel: aggregate.summarise(collect(results, sel), metrics) for sel in SELECTIONS}
+    summaries = {sel: aggregate.summarise(collect(results, sel), metrics) for sel in SELECTIONS
+                 if results and all(sel in res["by_selection"] for res in results.values())}
     summary = summaries["bleu"]
     labels = METHODS
     name = args.name or args.data.resolve().name
@@ -362,6 +409,18 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
            aggregate.long_table(summaries["loss"], args.methods, labels, args.beams, floor_scores, floor_label), ""]
     same = sum(1 for res in results.values() if res["selection"].get("same"))
     md.append(f"Both selections picked the same checkpoint in {same} of {len(results)} runs.")
+    found_avg = {}
+    if "avg" in summaries:
+        k = get_config(args.config).average_last
+        found_avg = paired_intervals(args, results, "avg")
+        md += ["", f"## Average of the last {k} checkpoints (no selection by a noisy validation)", "",
+               f"The weights of the run's last {k} interval checkpoints averaged (fairseq_eb.recipe.averaging): the "
+               "same rule for every method and seed, so no validation noise decides it.", "",
+               aggregate.long_table(summaries["avg"], args.methods, labels, args.beams, floor_scores, floor_label),
+               "", "ROUGE-L of each method minus the baseline's, paired by seed:", "",
+               aggregate.paired_table(summaries["avg"], args.methods, labels, args.beams), ""]
+        md += intervals_markdown(found_avg, args.methods, args.beams)
+    md += noise_markdown(results)
     if floor_result:
         md.append(f"Trivial floor: the first {floor_result['k']} source tokens (K chosen on valid) score "
                   f"ROUGE-L {floor_scores['rouge-l']:.2f} on test.")
@@ -373,7 +432,11 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
     text = "\n".join(md) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text)
-    (args.out / "curves.md").write_text(validation_curves(args, results))
+    warnings = selection_warnings(results)
+    (args.out / "curves.md").write_text(validation_curves(args, results)
+                                        + "".join(f"\nWarning: {w}\n" for w in warnings))
+    for w in warnings:
+        echo(f"[recipe] warning: {w}", sys.stderr)
     plot_summary(summary, args.methods, labels, args.beams, args.out / "plot.png",
                  f"{name} — config {args.config}, seeds {seeds_txt}", floor_scores)
     cfg = get_config(args.config)
@@ -385,10 +448,11 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
         "diagnostics": diagnostics(results),
         "paired_rouge_l": {m: {b: aggregate.paired_delta(summary, m, b) for b in args.beams}
                            for m in args.methods if m != "baseline"},
-        "intervals_rouge_l": found,
+        "intervals_rouge_l": found, "intervals_rouge_l_avg": found_avg,
         "runs": {f"{sp.method}/seed{sp.seed}": {"train": res["train"], "diagnosis": res.get("diagnosis"), "selection": {
                      k: res["selection"][k] for k in ("bleu", "loss", "same")},
                  "scores": res["scores"], "scores_by_selection": res["by_selection"],
+                 "averaging": res.get("averaging"), "noise": res.get("noise"),
                  "train_command": " ".join(map(shlex.quote, sp.train_command()))}
                  for sp, res in sorted(results.items(), key=lambda kv: (kv[0].method, kv[0].seed))},
     }
@@ -403,21 +467,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         chosen = load_chosen(args.chosen)
         ident = identity(args, chosen)
         check_identity(args, ident)  # before anything in OUT is written (floor.json included)
+        check_floor_cache(args.out, args.data)
     except (ValueError, FileNotFoundError, SettingsMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     start = time.time()
-    args.out.mkdir(parents=True, exist_ok=True)
-    floor_result = compute_floor(args)
     variants = {m: [v] for m, v in chosen.items()}
     try:
         pre = pretrain_spec(args)
         specs = make_specs(args, variants, init=init_fields(pre))
+        # every run's options parse before any settings.json is written (a fixed option then just works)
+        check_run_options([pre, *specs] if pre else specs, args.train_args, args.chosen)
         for sp in [pre, *specs] if pre else specs:  # before any work: refuse to mix runs made with other settings
             check_settings(sp)
-    except (SettingsMismatch, FileNotFoundError) as exc:
+    except (ValueError, SettingsMismatch, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    floor_result = compute_floor(args)
     pretrain_record = train(pre) if pre else None
     echo(f"[recipe] {len(specs)} runs ({', '.join(args.methods)} × seeds {args.seeds}), config {args.config}, "
          f"{args.jobs} in parallel × {specs[0].threads} threads; logs under {args.out / 'runs'}")
