@@ -24,6 +24,7 @@ from typing import Any, Callable, List
 
 TASK = "translation_with_replacement"
 CRITERION = "label_smoothed_cross_entropy_with_gp"
+SEQUENCE_CRITERIA = ("sequence_risk", "sequence_ranking")
 
 
 def _check_task(args: argparse.Namespace) -> None:
@@ -40,6 +41,19 @@ def _check_criterion(args: argparse.Namespace) -> None:
                                getattr(args, "gp_interval", 1), getattr(args, "gp_warmup_updates", 0),
                                getattr(args, "gp_attention", "auto"),
                                bool(getattr(args, "fp16", False) or getattr(args, "memory_efficient_fp16", False)))
+
+
+def _check_sequence_criterion(args: argparse.Namespace) -> None:
+    from fairseq_eb.criterions import sequence_level as module
+
+    module.validate_sequence_options(**module.sequence_options_of(args))
+    from fairseq.models import ARCH_MODEL_REGISTRY, FairseqEncoderDecoderModel
+
+    arch = getattr(args, "arch", None)
+    model = ARCH_MODEL_REGISTRY.get(arch)
+    if model is not None and not issubclass(model, FairseqEncoderDecoderModel):
+        raise ValueError(f"--criterion {args.criterion} decodes candidates from a source: it needs an encoder-decoder "
+                         f"model such as --arch transformer; --arch {arch} is {model.__name__}, which has no encoder")
 
 
 def _check_restore_file(args: argparse.Namespace) -> None:
@@ -95,6 +109,8 @@ def validation_errors(args: argparse.Namespace) -> List[str]:
         checks += [_check_task, _check_encoder_decoder]
     if getattr(args, "criterion", None) == CRITERION:
         checks.append(_check_criterion)
+    if getattr(args, "criterion", None) in SEQUENCE_CRITERIA:
+        checks.append(_check_sequence_criterion)
     errors = []
     for check in checks:
         try:

@@ -334,3 +334,42 @@ def test_hydra_configs_match_the_demo_config():
     rr_args = list(CONFIGS["demo"].rr_args)
     assert str(rr.replace_warmup_updates) == rr_args[rr_args.index("--replace-warmup-updates") + 1]
     assert float(rr.replace_token_prob) == float(rr_args[rr_args.index("--replace-token-prob") + 1])
+
+
+def test_recipe_stage_methods_continue_the_baseline(toy_bin, tmp_path, capsys):
+    """mrt / rank / mle_more start from the same seed's baseline checkpoint; MRT and Rank are paired with
+    baseline+stage (the same extra updates with the token loss), not with the baseline."""
+    data, out = toy_bin.parent, tmp_path / "out"
+    args = ["--data", str(data), "--out", str(out), "--config", "tiny", "--methods", "baseline", "mle_more", "mrt",
+            "rank", "--seeds", "1", "--beams", "1", "--jobs", "2", "--device", "cpu", "--name", "toy", "--no-floor"]
+    assert main(args) == 0
+    capsys.readouterr()
+    results = json.loads((out / "results.json").read_text())
+    base_ckpt = out / "runs" / "baseline" / "default" / "seed1" / "checkpoints" / "checkpoint_best.pt"
+    for method, criterion in (("mle_more", "label_smoothed_cross_entropy"), ("mrt", "sequence_risk"),
+                              ("rank", "sequence_ranking")):
+        command = results["runs"][f"{method}/seed1"]["train_command"]
+        assert f"--finetune-from-model {base_ckpt}" in command and f"--criterion {criterion}" in command
+        log = (out / "runs" / method / "default" / "seed1" / "train.log").read_text()
+        assert "num_updates=4" in log or "num_updates 4" in log  # the stage's own budget, counted from 0
+        if method != "mle_more":
+            assert "seq_cost=" in log
+    intervals = results["intervals_rouge_l"]
+    assert set(intervals) == {"mle_more", "mrt", "rank"}
+    table = (out / "table.md").read_text()
+    assert "(MRT, Rank: vs baseline+stage)" in table
+    mrt = results["summary"]["mrt"]["1"]["rouge-l"]["mean"]
+    ref = results["summary"]["mle_more"]["1"]["rouge-l"]["mean"]
+    assert results["paired_rouge_l"]["mrt"]["1"]["mean"] == pytest.approx(mrt - ref)
+
+
+def test_stage_methods_need_their_baseline_and_reference(toy_bin, tmp_path, capsys):
+    data = toy_bin.parent
+    base = ["--data", str(data), "--out", str(tmp_path / "o"), "--config", "tiny", "--device", "cpu"]
+    assert main(base + ["--methods", "mrt", "mle_more"]) == 2
+    assert "continue the same seed's baseline run: add baseline" in capsys.readouterr().err
+    assert main(base + ["--methods", "baseline", "rank"]) == 2
+    assert "add mle_more" in capsys.readouterr().err
+    assert main(base[:-4] + ["--config", "demo", "--device", "cpu", "--methods", "baseline", "mle_more"]) == 2
+    assert "has no stage budget" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
+from fairseq_eb.recipe.methods import reference_of
 from fairseq_eb.scoring.metrics import REFERENCE_METRICS
 
 # metric key (as returned by fairseq_eb.scoring.score) -> column title, in the reference table's order
@@ -70,11 +71,13 @@ def reference_table(summary, methods: Sequence[str], labels: Mapping[str, str], 
 def long_table(summary, methods: Sequence[str], labels: Mapping[str, str], beams: Sequence[int],
                floor: Optional[Mapping[str, float]] = None, floor_label: str = "trivial floor") -> str:
     """One row per (beam, method), plus the difference to the baseline at the same beam in ROUGE-L."""
-    head = "| beam | method | " + " | ".join(t for _, t in TABLE_METRICS) + " | Δ ROUGE-L vs baseline | seeds |"
+    refs = "vs baseline" + ("" if all(reference_of(m) == "baseline" for m in methods) else
+                            " (MRT, Rank: vs baseline+stage)")
+    head = "| beam | method | " + " | ".join(t for _, t in TABLE_METRICS) + f" | Δ ROUGE-L {refs} | seeds |"
     lines = [head, "|" + "---|" * (4 + len(TABLE_METRICS))]
     for beam in beams:
-        base = summary.get("baseline", {}).get(beam, {}).get("rouge-l")
         for m in methods:
+            base = summary.get(reference_of(m), {}).get(beam, {}).get("rouge-l")
             row = summary[m][beam]
             cells = [fmt(row[k]["mean"], row[k]["std"]) for k, _ in TABLE_METRICS]
             delta = "" if base is None or m == "baseline" else f"{row['rouge-l']['mean'] - base['mean']:+.2f}"
@@ -102,12 +105,14 @@ def diagnostics_table(summary, diagnostics: Mapping[str, Mapping[str, Tuple[floa
 
 
 def paired_delta(summary, method: str, beam: int, metric: str = "rouge-l") -> Optional[Dict[str, object]]:
-    """``method`` minus baseline on the seeds both have (paired by seed: the training randomness the two
-    runs share cancels): mean, sample std, how many seeds improved, and a plain verdict. None when no
+    """``method`` minus its reference (the baseline; for MRT and Rank the baseline+stage run,
+    :func:`fairseq_eb.recipe.methods.reference_of`) on the seeds both have (paired by seed: the training
+    randomness the two runs share cancels): mean, sample std, how many seeds improved, and a plain verdict. None when no
     seed is shared or the method is the baseline."""
-    if method == "baseline" or "baseline" not in summary:
+    ref = reference_of(method)
+    if method == "baseline" or ref not in summary:
         return None
-    row, base = summary[method][beam][metric], summary["baseline"][beam][metric]
+    row, base = summary[method][beam][metric], summary[ref][beam][metric]
     by_seed = dict(zip(base["seeds"], base["values"]))
     deltas = [v - by_seed[s] for s, v in zip(row["seeds"], row["values"]) if s in by_seed]
     if not deltas:

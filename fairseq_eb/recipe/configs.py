@@ -41,6 +41,11 @@ class RecipeConfig:
     # k > 0: a third checkpoint selection, the average of the run's last k interval checkpoints
     # (fairseq_eb.recipe.averaging); needs --keep-interval-updates -1 (the _budget helper's)
     average_last: int = 0
+    # stage methods (recipe.methods.STAGE_METHODS): fairseq-train options appended for a stage that continues
+    # the same seed's baseline (its own budget, learning rate, validation interval); empty = no stage methods
+    stage_args: Tuple[str, ...] = ()
+    mrt_args: Tuple[str, ...] = ()
+    rank_args: Tuple[str, ...] = ()
 
 
 def _transformer(layers: int, dim: int, ffn: int, heads: int) -> List[str]:
@@ -127,6 +132,10 @@ _register(RecipeConfig(
     ss_args=_ss(4),
     generate_args=("--batch-size", "64", "--max-len-a", "0", "--max-len-b", "12"),
     average_last=2,
+    stage_args=("--max-update", "4", "--total-num-update", "4", "--warmup-updates", "1",
+                "--validate-interval-updates", "2", "--save-interval-updates", "2"),
+    mrt_args=("--seq-beam", "2", "--seq-max-len-b", "12"),
+    rank_args=("--seq-beam", "2", "--seq-max-len-b", "12"),
 ))
 
 # Tuned on the Debian *valid* split (SentencePiece 4k, sources cut to 32 pieces): 2+2 layers d=128, no
@@ -228,6 +237,17 @@ _FT_TRAIN = ("--max-tokens", "2048", "--dropout", "0.1", "--label-smoothing", "0
 # Validation every 100 updates, on a valid split as large as the data has (prep.finetune --valid-subset 2722
 # for Debian: a valid BLEU of 500 pairs moved by ±0.5-1 between validations).
 FT_UPDATES = 1200
+# Stage methods (mrt, rank, mle_more) continue the baseline's selected checkpoint for 400 more updates at a
+# lower learning rate (sequence-level losses are fine-tuning objectives: Edunov et al. 2018 start them from a
+# converged token-level model), validated every 50 updates.
+FT_STAGE_UPDATES = 400
+
+
+def _stage(updates: int, validate_every: int, lr: float) -> Tuple[str, ...]:
+    # overrides of the configuration's schedule for a stage: linear decay from lr to 0 over the stage
+    return ("--lr", str(lr), "--warmup-updates", "0", "--total-num-update", str(updates), "--max-update",
+            str(updates), "--validate-interval-updates", str(validate_every), "--save-interval-updates",
+            str(validate_every))
 _register(RecipeConfig(
     name="finetune",
     description=f"denoising pre-training (1,200 updates on the training-split text) then fine-tuning a 2+2-layer "
@@ -239,6 +259,11 @@ _register(RecipeConfig(
     rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3"),
     ss_args=_ss(FT_UPDATES),
     average_last=5,
+    stage_args=_stage(FT_STAGE_UPDATES, 50, 1e-4),
+    mrt_args=("--seq-beam", "4", "--seq-max-len-b", "48", "--seq-metric", "rouge_l",
+              "--seq-combined-loss-alpha", "0.5", "--seq-risk-scale", "1.0"),
+    rank_args=("--seq-beam", "4", "--seq-max-len-b", "48", "--seq-metric", "rouge_l",
+               "--seq-combined-loss-alpha", "0.5", "--seq-rank-margin", "0.001", "--seq-length-penalty", "1.0"),
 ))
 
 # `finetune` as the committed tables before equal budgets ran it (examples/results/finetune/): early stopping

@@ -10,6 +10,7 @@ Re-running the same command skips every finished step, so an interrupted recipe 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -24,7 +25,7 @@ from fairseq_eb.recipe import aggregate, curves, floor
 from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.input_checks import check_floor_cache, check_run_options, load_chosen_checked
 from fairseq_eb.recipe.logged_command import echo
-from fairseq_eb.recipe.methods import METHODS, check_methods
+from fairseq_eb.recipe.methods import METHODS, STAGE_METHODS, check_methods, check_stage_methods, reference_of
 from fairseq_eb.recipe.pretrain import PretrainSpec, check_pretrain_data
 from fairseq_eb.recipe.run_steps import (
     RunSpec,
@@ -73,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def validate(args: argparse.Namespace) -> None:
     """Fail early, naming the option and its valid values."""
-    get_config(args.config)
+    cfg = get_config(args.config)
     args.methods = check_methods(args.methods)
+    check_stage_methods(args.methods, cfg)
     check_choice("--tokenize", args.tokenize, floor.TOKENIZE_CHOICES)
     check_choice("--device", args.device, ("auto", "cpu", "cuda"))
     if not args.beams or any(b < 1 for b in args.beams):
@@ -174,8 +176,16 @@ def make_specs(args: argparse.Namespace, variants: Optional[Dict[str, List[Dict[
                                      **(init or {})))
     # seed by seed (an interrupted table still has whole seeds), most expensive method first within a seed
     # (GP's double backward) so parallel workers finish at about the same time
+    specs = [_continuing(sp, specs) if sp.method in STAGE_METHODS else sp for sp in specs]
     order = {s: i for i, s in enumerate(args.seeds)}
     return sorted(specs, key=lambda sp: (order[sp.seed], -cfg.cost.get(sp.method, 1.0)))
+
+
+def _continuing(stage: RunSpec, specs: Sequence[RunSpec]) -> RunSpec:
+    """A stage run starts from the main-selection checkpoint of the same seed's baseline run (part of its
+    identity: another baseline makes another stage run)."""
+    base = next(sp for sp in specs if sp.method == "baseline" and sp.seed == stage.seed)
+    return dataclasses.replace(stage, init_checkpoint=base.checkpoint, init_settings={"continues": base.settings()})
 
 
 def identity(args: argparse.Namespace, chosen: Dict[str, Dict[str, object]]) -> Dict[str, object]:
@@ -199,17 +209,22 @@ def check_identity(args: argparse.Namespace, ident: Dict[str, object]) -> None:
 
 
 def run_all(specs: Sequence[RunSpec], jobs: int) -> Dict[RunSpec, Dict[str, object]]:
-    """Execute the runs, ``jobs`` at a time; every failure is reported, then the first is re-raised."""
+    """Execute the runs, ``jobs`` at a time, stage runs after the runs they continue; every failure is reported,
+    then the first is re-raised."""
     results, errors = {}, []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(execute, sp): sp for sp in specs}
-        for fut in as_completed(futures):
-            sp = futures[fut]
-            try:
-                results[sp] = fut.result()
-            except Exception as exc:  # keep the other runs going; report all at the end
-                errors.append(exc)
-                echo(f"[{sp.tag}] FAILED: {exc}", sys.stderr)
+    for phase in ([sp for sp in specs if sp.method not in STAGE_METHODS],
+                  [sp for sp in specs if sp.method in STAGE_METHODS]):
+        if errors:
+            break
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(execute, sp): sp for sp in phase}
+            for fut in as_completed(futures):
+                sp = futures[fut]
+                try:
+                    results[sp] = fut.result()
+                except Exception as exc:  # keep the other runs going; report all at the end
+                    errors.append(exc)
+                    echo(f"[{sp.tag}] FAILED: {exc}", sys.stderr)
     if errors:
         raise errors[0]
     return results
@@ -276,11 +291,12 @@ def paired_intervals(args, results, selection: str = "bleu") -> Dict[str, Dict[i
 
     out: Dict[str, Dict[int, Dict[str, object]]] = {}
     for m in args.methods:
-        seeds = [s for s in args.seeds if (m, s) in runs and ("baseline", s) in runs]
+        ref = reference_of(m)
+        seeds = [s for s in args.seeds if (m, s) in runs and (ref, s) in runs]
         if m == "baseline" or not seeds:
             continue
         for beam in args.beams:
-            rows = [per_sentence(m, s, beam) - per_sentence("baseline", s, beam) for s in seeds]
+            rows = [per_sentence(m, s, beam) - per_sentence(ref, s, beam) for s in seeds]
             boot = intervals.sentence_bootstrap(np.stack(rows))
             seed_ci = intervals.seed_interval([float(r.mean()) for r in rows])
             out.setdefault(m, {})[beam] = {"seeds": seeds, "seed_interval": seed_ci, "bootstrap": boot,

@@ -1,0 +1,312 @@
+"""fairseq criteria ``sequence_risk`` and ``sequence_ranking``: train on whole sequences the model generates.
+
+Per training batch: K candidates per source from the model itself (beam search or sampling, eval mode, no
+gradient; :mod:`fairseq_eb.sequence.candidates`), each with the cost ``1 - metric/100`` against the reference
+(sentence ROUGE-L or smoothed sentence BLEU on token ids; :mod:`fairseq_eb.sequence.costs`), then one
+teacher-forced forward with gradient over the gold target and all K candidates together (the encoder input
+repeated; one ``model(...)`` call, so every data-parallel wrapper sees an ordinary forward). The objective is
+
+    (1 - A) * label-smoothed CE of the gold target  +  A * sequence loss,
+
+with A = ``--seq-combined-loss-alpha``; the sequence loss is the expected risk (Shen et al. 2016) or BRIO's
+margin ranking (Liu et al. 2022), per sentence (:mod:`fairseq_eb.sequence.losses`; definitions in
+docs/method.md §8). fairseq divides by the sample size (target tokens), so the sequence term is scaled by
+tokens/sentences: the update then mixes the mean token CE and the mean per-sentence sequence loss by A.
+Validation reports the plain loss. Log columns ``seq_loss`` (per sentence), ``seq_cost`` (mean candidate cost),
+``cand_len`` (mean candidate length in tokens, EOS included).
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import torch
+from fairseq import utils
+from fairseq.criterions import register_criterion
+from fairseq.criterions.label_smoothed_cross_entropy import (
+    LabelSmoothedCrossEntropyCriterion,
+    LabelSmoothedCrossEntropyCriterionConfig,
+    label_smoothed_nll_loss,
+)
+from fairseq.dataclass import ChoiceEnum
+from fairseq.logging import metrics
+from omegaconf import II
+
+from fairseq_eb.cli_validation import exit_under_hydra
+from fairseq_eb.corruption import replacement_seed
+from fairseq_eb.sequence import candidates as cand
+from fairseq_eb.sequence.costs import METRICS, sequence_cost
+from fairseq_eb.sequence.losses import length_normalised, ranking_loss, risk_loss
+
+SEQUENCE_CRITERIA = ("sequence_risk", "sequence_ranking")
+
+
+@dataclass
+class SequenceCriterionConfig(LabelSmoothedCrossEntropyCriterionConfig):
+    seq_beam: int = field(default=4, metadata={"help": "K >= 1 candidates per source, decoded by the model itself "
+                                                       "(beam size, or number of samples with --seq-sampling)"})
+    seq_sampling: bool = field(default=False, metadata={"help": "sample the K candidates instead of beam search"})
+    seq_sampling_topk: int = field(default=-1, metadata={
+        "help": "with --seq-sampling: sample from the k most likely tokens only (-1 = all)"})
+    seq_temperature: float = field(default=1.0, metadata={
+        "help": "with --seq-sampling: temperature > 0 of the sampled distribution"})
+    seq_max_len_a: float = field(default=0.0, metadata={
+        "help": "candidates have at most a*source_length + b tokens (fairseq-generate's --max-len-a)"})
+    seq_max_len_b: int = field(default=200, metadata={"help": "see --seq-max-len-a (fairseq-generate's --max-len-b)"})
+    seq_metric: ChoiceEnum(list(METRICS)) = field(default="rouge_l", metadata={
+        "help": "candidate cost = 1 - metric/100 against the reference, on token ids: sentence ROUGE-L F1 or "
+                "smoothed sentence BLEU-4"})
+    seq_combined_loss_alpha: float = field(default=0.5, metadata={
+        "help": "A in [0, 1]: objective = (1-A) * token CE + A * sequence loss (Edunov et al. 2018's name)"})
+    seq_include_reference: bool = field(default=False, metadata={
+        "help": "add the reference as one more candidate (cost 0)"})
+    seed: int = II("common.seed")
+
+
+@dataclass
+class SequenceRiskConfig(SequenceCriterionConfig):
+    seq_risk_scale: float = field(default=1.0, metadata={
+        "help": "sharpness alpha > 0 of the candidate distribution q ~ p(y|x)^alpha (Shen et al. 2016)"})
+
+
+@dataclass
+class SequenceRankingConfig(SequenceCriterionConfig):
+    seq_rank_margin: float = field(default=0.001, metadata={
+        "help": "margin >= 0 per rank of difference between two candidates' normalised scores (BRIO)"})
+    seq_length_penalty: float = field(default=1.0, metadata={
+        "help": "candidates are ranked on log p(y|x) / |y|^penalty (>= 0; BRIO used 1-2)"})
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate_sequence_options(seq_beam: Any, seq_combined_loss_alpha: Any, seq_sampling: Any = False,
+                              seq_sampling_topk: Any = -1, seq_temperature: Any = 1.0, seq_max_len_a: Any = 0.0,
+                              seq_max_len_b: Any = 200, seq_metric: Any = "rouge_l", seq_risk_scale: Any = 1.0,
+                              seq_rank_margin: Any = 0.0, seq_length_penalty: Any = 1.0) -> None:
+    """Reject bad or contradictory options at setup, naming the option and its valid range."""
+    if not isinstance(seq_beam, int) or isinstance(seq_beam, bool) or seq_beam < 1:
+        raise ValueError(f"--seq-beam must be an integer >= 1 (candidates per source), got {seq_beam!r}")
+    if not _number(seq_combined_loss_alpha) or not 0 <= seq_combined_loss_alpha <= 1:
+        raise ValueError(f"--seq-combined-loss-alpha must be in [0, 1], got {seq_combined_loss_alpha!r}")
+    if str(seq_metric) not in METRICS:
+        raise ValueError(f"--seq-metric must be one of {{{', '.join(METRICS)}}}, got {str(seq_metric)!r}")
+    if not _number(seq_temperature) or seq_temperature <= 0:
+        raise ValueError(f"--seq-temperature must be a number > 0, got {seq_temperature!r}")
+    if not isinstance(seq_sampling_topk, int) or seq_sampling_topk == 0 or seq_sampling_topk < -1:
+        raise ValueError(f"--seq-sampling-topk must be -1 (all tokens) or an integer >= 1, got {seq_sampling_topk!r}")
+    if not seq_sampling and (seq_sampling_topk != -1 or seq_temperature != 1.0):
+        given = "--seq-sampling-topk" if seq_sampling_topk != -1 else "--seq-temperature"
+        raise ValueError(f"{given} applies to sampled candidates only; add --seq-sampling or leave it out")
+    if not _number(seq_max_len_a) or seq_max_len_a < 0 or not isinstance(seq_max_len_b, int) or seq_max_len_b < 0 \
+            or (seq_max_len_a == 0 and seq_max_len_b < 1):
+        raise ValueError(f"--seq-max-len-a/--seq-max-len-b must be >= 0 and allow at least one token, got "
+                         f"{seq_max_len_a!r} and {seq_max_len_b!r}")
+    if not _number(seq_risk_scale) or seq_risk_scale <= 0:
+        raise ValueError(f"--seq-risk-scale must be a number > 0, got {seq_risk_scale!r}")
+    if not _number(seq_rank_margin) or seq_rank_margin < 0:
+        raise ValueError(f"--seq-rank-margin must be a number >= 0, got {seq_rank_margin!r}")
+    if not _number(seq_length_penalty) or seq_length_penalty < 0:
+        raise ValueError(f"--seq-length-penalty must be a number >= 0, got {seq_length_penalty!r}")
+
+
+class SequenceCriterionBase(LabelSmoothedCrossEntropyCriterion):
+    """The candidate machinery shared by both criteria; subclasses define :meth:`sequence_loss`."""
+
+    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy, seq_beam,
+                 seq_sampling, seq_sampling_topk, seq_temperature, seq_max_len_a, seq_max_len_b, seq_metric,
+                 seq_combined_loss_alpha, seq_include_reference, seed, specific: Dict[str, Any]):
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size=ignore_prefix_size,
+                         report_accuracy=report_accuracy)
+        try:
+            validate_sequence_options(seq_beam, seq_combined_loss_alpha, seq_sampling, seq_sampling_topk,
+                                      seq_temperature, seq_max_len_a, seq_max_len_b, str(seq_metric), **specific)
+        except ValueError as e:
+            exit_under_hydra(e, "criterion")
+            raise
+        self.options = cand.CandidateOptions(int(seq_beam), bool(seq_sampling), int(seq_sampling_topk),
+                                             float(seq_temperature), float(seq_max_len_a), int(seq_max_len_b))
+        self.metric = str(seq_metric)
+        self.alpha = float(seq_combined_loss_alpha)
+        self.include_reference = bool(seq_include_reference)
+        self.seed = int(seed)
+        self.tgt_dict = task.target_dictionary
+        self._generator: Optional[Any] = None
+        self._generator_model: Optional[int] = None
+        self.num_updates = 0
+        self._micro = (-1, -1)  # (update, index within it)
+        self._follow_update_number(task)
+
+    # ---- the update number (seeds of sampled candidates)
+
+    def _follow_update_number(self, task) -> None:
+        """Have ``task.train_step`` report its ``update_num`` (fairseq 0.12 never passes it to a criterion)."""
+        if task is None:
+            return
+        train_step, this = task.train_step, self
+
+        def train_step_reporting_update(sample, model, criterion, optimizer, update_num, ignore_grad=False,
+                                        **kwargs):
+            if criterion is this:
+                this.num_updates = int(update_num)
+            return train_step(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
+
+        task.train_step = train_step_reporting_update
+
+    def _draw_seed(self) -> Optional[int]:
+        """(--seed, update, rank, micro-batch) for a sampling search; beam search draws nothing."""
+        if not self.options.sampling:
+            return None
+        update, index = self._micro
+        self._micro = (self.num_updates, index + 1 if update == self.num_updates else 0)
+        from fairseq.distributed import utils as distributed_utils
+
+        try:
+            rank = distributed_utils.get_data_parallel_rank()
+        except Exception:  # no process group: one process
+            rank = 0
+        return replacement_seed(self.seed, self.num_updates, rank, self._micro[1])
+
+    # ---- forward
+
+    def _generator_for(self, model) -> Any:
+        if self._generator is None or self._generator_model != id(model):
+            self._generator = cand.build_generator(model, self.tgt_dict, self.options)
+            self._generator_model = id(model)
+        return self._generator
+
+    def sequence_loss(self, scores: torch.Tensor, lengths: torch.Tensor, costs: torch.Tensor,
+                      mask: torch.Tensor) -> torch.Tensor:
+        """(B,) sequence loss from candidate log-probabilities (B, K), lengths, costs and validity."""
+        raise NotImplementedError
+
+    def forward(self, model, sample, reduce=True):
+        if not (model.training and torch.is_grad_enabled() and reduce):
+            return super().forward(model, sample, reduce=reduce)  # validation: the plain loss
+        pad, eos = self.padding_idx, self.tgt_dict.eos()
+        found = cand.decode(model, self._generator_for(model), sample, self.options.beam, pad, eos, self._draw_seed())
+        b, k = found.mask.shape
+        tokens, lengths, mask = found.tokens, found.lengths, found.mask
+        target = sample["target"]
+        ref_len = target.ne(pad).sum(1)
+        if self.include_reference:
+            tokens, lengths, mask, k = self._with_reference(found, target, ref_len, pad)
+        net_input = sample["net_input"]
+        prev_gold = net_input["prev_output_tokens"]
+        prev_cand = cand.shifted(tokens, lengths, eos, pad)
+        width = max(prev_gold.size(1), prev_cand.size(1))
+        prev = torch.cat([_pad_to(prev_gold, width, pad), _pad_to(prev_cand, width, pad)])
+        sources = torch.arange(b, device=prev.device)
+        rows = torch.cat([sources, sources.repeat_interleave(k)])  # gold rows, then K candidate rows per source
+        joint = {key: (v.index_select(0, rows) if torch.is_tensor(v) and v.dim() > 0 and v.size(0) == b else v)
+                 for key, v in net_input.items() if key != "prev_output_tokens"}
+        net_output = model(**joint, prev_output_tokens=prev)
+        lprobs = model.get_normalized_probs(net_output, log_probs=True)
+        gold_lprobs = lprobs[:b, :prev_gold.size(1)]
+        gold_out = (net_output[0][:b, :prev_gold.size(1)], net_output[1])
+        token_loss, nll_loss = label_smoothed_nll_loss(
+            gold_lprobs.reshape(-1, gold_lprobs.size(-1)), target.reshape(-1), self.eps, ignore_index=pad, reduce=True)
+        cand_lprobs = lprobs[b:, :tokens.size(1)]
+        token_lp = cand_lprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).masked_fill(tokens.eq(pad), 0.0)
+        scores = token_lp.float().sum(1).view(b, k)
+        with torch.no_grad():
+            costs = sequence_cost(self.metric, tokens, target.repeat_interleave(k, 0), lengths - 1,
+                                  (ref_len - 1).repeat_interleave(k)).view(b, k).to(scores.dtype)
+        per_sentence = self.sequence_loss(scores, lengths.view(b, k), costs, mask)
+        seq_sum = per_sentence.sum()
+        ntokens = sample["ntokens"]
+        sample_size = target.size(0) if self.sentence_avg else ntokens
+        scale = sample_size / max(b, 1)
+        objective = (1.0 - self.alpha) * token_loss + self.alpha * scale * seq_sum.to(token_loss.dtype)
+        with torch.no_grad():
+            m = mask.to(costs.dtype)
+            valid = m.sum(1).clamp(min=1)
+            mean_cost = ((costs * m).sum(1) / valid).sum()
+            mean_len = ((lengths.view(b, k).to(costs.dtype) * m).sum(1) / valid).sum()
+        logging_output = {
+            "loss": objective.data, "nll_loss": nll_loss.data, "ntokens": ntokens, "nsentences": b,
+            "sample_size": sample_size, "seq_loss": seq_sum.data, "seq_cost": mean_cost, "cand_len": mean_len,
+            "seq_sentences": b,
+        }
+        if self.report_accuracy:
+            n_correct, total = self.compute_accuracy(model, gold_out, sample)
+            logging_output["n_correct"] = utils.item(n_correct.data)
+            logging_output["total"] = utils.item(total.data)
+        return objective, sample_size, logging_output
+
+    def _with_reference(self, found: cand.Candidates, target: torch.Tensor, ref_len: torch.Tensor, pad: int):
+        """The K candidates plus the reference (target ends with EOS, as candidates do) as candidate K + 1."""
+        b, k = found.mask.shape
+        width = max(found.tokens.size(1), target.size(1))
+        tokens = torch.cat([_pad_to(found.tokens, width, pad).view(b, k, width),
+                            _pad_to(target, width, pad).unsqueeze(1)], 1).view(b * (k + 1), width)
+        lengths = torch.cat([found.lengths.view(b, k), ref_len.unsqueeze(1)], 1).view(-1)
+        mask = torch.cat([found.mask, torch.ones(b, 1, dtype=torch.bool, device=found.mask.device)], 1)
+        return tokens, lengths, mask, k + 1
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        super().reduce_metrics(logging_outputs)
+        sentences = sum(log.get("seq_sentences", 0) for log in logging_outputs)
+        if sentences:
+            for key, digits in (("seq_loss", 4), ("seq_cost", 4), ("cand_len", 2)):
+                total = sum(float(log.get(key, 0)) for log in logging_outputs)
+                metrics.log_scalar(key, total / sentences, sentences, round=digits)
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True
+
+
+def _pad_to(tokens: torch.Tensor, width: int, pad: int) -> torch.Tensor:
+    if tokens.size(1) >= width:
+        return tokens
+    return torch.cat([tokens, tokens.new_full((tokens.size(0), width - tokens.size(1)), pad)], 1)
+
+
+@register_criterion("sequence_risk", dataclass=SequenceRiskConfig)
+class SequenceRiskCriterion(SequenceCriterionBase):
+    """Minimum risk training: the expected cost under the model's distribution renormalised over the candidates."""
+
+    # fairseq builds a criterion from its explicit __init__ parameters (no **kwargs), hence the repetition
+    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
+                 seq_beam=4, seq_sampling=False, seq_sampling_topk=-1, seq_temperature=1.0, seq_max_len_a=0.0,
+                 seq_max_len_b=200, seq_metric="rouge_l", seq_combined_loss_alpha=0.5, seq_include_reference=False,
+                 seed=1, seq_risk_scale=1.0):
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy, seq_beam,
+                         seq_sampling, seq_sampling_topk, seq_temperature, seq_max_len_a, seq_max_len_b, seq_metric,
+                         seq_combined_loss_alpha, seq_include_reference, seed,
+                         {"seq_risk_scale": seq_risk_scale})
+        self.risk_scale = float(seq_risk_scale)
+
+    def sequence_loss(self, scores, lengths, costs, mask):
+        return risk_loss(scores, costs, mask, self.risk_scale)
+
+
+@register_criterion("sequence_ranking", dataclass=SequenceRankingConfig)
+class SequenceRankingCriterion(SequenceCriterionBase):
+    """BRIO: candidates ordered by their metric must be ordered by length-normalised log-probability too."""
+
+    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
+                 seq_beam=4, seq_sampling=False, seq_sampling_topk=-1, seq_temperature=1.0, seq_max_len_a=0.0,
+                 seq_max_len_b=200, seq_metric="rouge_l", seq_combined_loss_alpha=0.5, seq_include_reference=False,
+                 seed=1, seq_rank_margin=0.001,
+                 seq_length_penalty=1.0):
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy, seq_beam,
+                         seq_sampling, seq_sampling_topk, seq_temperature, seq_max_len_a, seq_max_len_b, seq_metric,
+                         seq_combined_loss_alpha, seq_include_reference, seed,
+                         {"seq_rank_margin": seq_rank_margin, "seq_length_penalty": seq_length_penalty})
+        self.margin = float(seq_rank_margin)
+        self.length_penalty = float(seq_length_penalty)
+
+    def sequence_loss(self, scores, lengths, costs, mask):
+        normalised = length_normalised(scores, lengths.clamp(min=1).to(scores.dtype), self.length_penalty)
+        return ranking_loss(normalised, costs, mask, self.margin)
+
+
+def sequence_options_of(args: Any) -> Dict[str, Any]:
+    """The validator's keyword arguments from a parsed fairseq namespace (cli_validation)."""
+    keys = ("seq_beam", "seq_combined_loss_alpha", "seq_sampling", "seq_sampling_topk", "seq_temperature",
+            "seq_max_len_a", "seq_max_len_b", "seq_metric", "seq_risk_scale", "seq_rank_margin", "seq_length_penalty")
+    return {k: getattr(args, k) for k in keys if hasattr(args, k)}
