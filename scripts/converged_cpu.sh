@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The `converged` regime of the efficacy study sized for 2 CPU cores (config `converged_cpu`,
-# examples/results/README.md): all Debian pairs, the demo's 2+2 d=128 model trained up to 2,400 updates with
-# early stopping by the valid BLEU; baseline / RR / GP / SS with the settings of
+# examples/results/README.md): all Debian pairs, the demo's 2+2 d=128 model trained 2,400 updates (equal budgets;
+# the committed tables early-stopped: add --train-args '--patience 3'); baseline / RR / GP / SS with the settings of
 # examples/results/converged-cpu/chosen.json (taken from the demo and finetune sweeps, not re-swept), test
 # table at beams 1-3. About 2 hours on 2 cores for 3 seeds; resumable (re-run it). CONFIG=converged_cpu_long
 # trains twice as long (8.2 CPU-hours of training for 3 seeds, measured), with examples/results/converged-cpu-long/chosen.json.
