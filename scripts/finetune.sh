@@ -7,7 +7,8 @@
 #
 # Usage: scripts/finetune.sh [table options...]      e.g. scripts/finetune.sh --seeds 1 2 3
 # Environment: CONFIG (finetune or finetune_es), DATA (default data/debian), FT (prepared subset), OUT (default
-#   runs/CONFIG), N (training pairs, default 5000), JOBS (default 2), VARIANTS (sweep variants), CHOSEN, METHODS.
+#   runs/CONFIG), N (training pairs, default 5000), JOBS (default 2), VARIANTS (sweep variants), CHOSEN,
+#   METHODS (default baseline rr gp ss gp_lazy; the stage methods: add mle_more mrt rank).
 set -euo pipefail
 if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 CONFIG="${CONFIG:-finetune}"
