@@ -60,3 +60,20 @@ def test_committed_sweep_choices_parse_with_their_config(chosen):
         args = _parse(argv)
         if "--gp-epsilon" in choice["args"]:
             assert args.gp_epsilon == float(_flag(list(choice["args"]), "--gp-epsilon"))
+
+
+@pytest.mark.parametrize("method", ["mrt", "rank"])
+def test_sequence_stage_grids_parse_with_finetune(method):
+    """Every sweep variant of the sequence-level stages is a valid fairseq-train command line of `finetune`, and
+    the stage's own budget overrides the configuration's (the last occurrence wins)."""
+    from fairseq_eb.recipe import sweep
+
+    cfg = CONFIGS["finetune"]
+    variants = sweep.grid(method, 1200)
+    assert len(variants) == 8
+    for v in variants:
+        argv = list(cfg.train_args) + method_args(method, cfg) + list(v["args"])
+        args = _parse(argv)
+        assert args.criterion == {"mrt": "sequence_risk", "rank": "sequence_ranking"}[method]
+        assert args.max_update == 400 and args.lr == [1e-4] and args.seq_beam == int(_flag(argv, "--seq-beam"))
+        assert args.seq_combined_loss_alpha == float(_flag(argv, "--seq-combined-loss-alpha"))

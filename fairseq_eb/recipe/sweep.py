@@ -55,6 +55,12 @@ GRIDS: Dict[str, Dict[str, List[str]]] = {
     },
     # the configuration's eps, applied on every k-th update with weight k*eps
     "gp_lazy": {f"every{k}": ["--gp-interval", str(k)] for k in (2, 4, 8)},
+    # sequence-level stages (docs/method.md §8): candidates per source, the sequence loss's weight A, and the
+    # sharpness (risk) or the margin (ranking); Edunov et al. 2018 used A 0.4-0.5, BRIO weighted ranking ~100x MLE
+    "mrt": {f"k{k}-a{a}-s{sc}": ["--seq-beam", str(k), "--seq-combined-loss-alpha", str(a), "--seq-risk-scale", str(sc)]
+            for k in (4, 8) for a in (0.5, 0.9) for sc in (1.0, 5.0)},
+    "rank": {f"k{k}-a{a}-m{m}": ["--seq-beam", str(k), "--seq-combined-loss-alpha", str(a), "--seq-rank-margin", str(m)]
+             for k in (4, 8) for a in (0.5, 0.9) for m in (0.001, 0.01)},
 }
 
 _FRACTIONS = {"HALF": 2, "QUARTER": 4}
