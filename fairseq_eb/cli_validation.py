@@ -99,6 +99,22 @@ def inert_option_warnings(args: argparse.Namespace) -> List[str]:
     if shape and schedule not in DEFAULT_SHAPE:
         warnings.append(f"--replace-schedule-shape {shape} has no effect with --replace-schedule {schedule} (it "
                         "sets the steepness of the exponential and inverse_sigmoid schedules only)")
+    for name, flag in (("replace_confidence_threshold", "--replace-confidence-threshold"),
+                       ("replace_random_above", "--replace-random-above"),
+                       ("replace_imitation_weight", "--replace-imitation-weight")):
+        value = getattr(args, name, 0.0)
+        if value and pool != "model":
+            warnings.append(f"{flag} {value} has no effect with --replace-pool {pool} (it applies to --replace-pool "
+                            "model only)")
+    random_pool = str(getattr(args, "replace_random_pool", "vocab"))
+    if random_pool != "vocab" and not getattr(args, "replace_random_above", 0.0):
+        warnings.append(f"--replace-random-pool {random_pool} has no effect without --replace-random-above (it is "
+                        "the pool of its random tokens)")
+    constant = getattr(args, "replace_position_constant", 0.0)
+    position = str(getattr(args, "replace_position_schedule", "none"))
+    if constant and position == "none":
+        warnings.append(f"--replace-position-constant {constant} has no effect with --replace-position-schedule none "
+                        "(it is the constant k of the exponential, sigmoid and linear position schedules)")
     return warnings
 
 

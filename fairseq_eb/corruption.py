@@ -13,12 +13,15 @@ the first non-PAD one (the BOS), wherever the padding is.
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from fairseq_eb.schedules import position_fraction
+
 POOLS = ("target", "source_target", "vocab", "model")
+RANDOM_POOLS = ("target", "source_target", "vocab")
 
 
 class Corruption(NamedTuple):
@@ -50,6 +53,15 @@ def align_model_guesses(prev_output_tokens: Tensor, guesses: Tensor, vocab_range
     shifted = torch.cat([prev_output_tokens[:, :1], guesses[:, :-1].to(prev_output_tokens.dtype)], dim=1)
     ordinary = shifted.ge(low) & shifted.lt(high)
     return torch.where(ordinary, shifted, prev_output_tokens)
+
+
+def align_guess_confidence(prev_output_tokens: Tensor, confidence: Tensor) -> Tensor:
+    """Move per-target-position confidences into decoder-input positions as :func:`align_model_guesses` does.
+
+    Position ``j + 1`` gets ``confidence[:, j]`` (the model's probability of its guess for ``target[j]``);
+    the first column (BOS or PAD) gets 0.
+    """
+    return torch.cat([confidence.new_zeros(confidence.size(0), 1), confidence[:, :-1]], dim=1)
 
 
 def replacement_seed(seed: int, update_num: int, rank: int, micro_batch: int = 0) -> int:
@@ -90,6 +102,31 @@ def _uniform_offsets(count: Tensor, shape: Tuple[int, int], generator) -> Tensor
     return torch.minimum(k, (count - 1).clamp(min=0))  # guards float rounding of u*count up to count
 
 
+def _pool_candidates(pool: str, prev_output_tokens: Tensor, pad: int, first: Tensor, length: Tensor,
+                     src_tokens: Optional[Tensor], vocab_range: Optional[Tuple[int, int]], generator) -> Tensor:
+    """(B, T) random replacement tokens from one of :data:`RANDOM_POOLS` (one draw per cell)."""
+    bsz, tgt_len = prev_output_tokens.shape
+    last = tgt_len - 1
+    if pool == "target":  # y1..yn = the span after BOS
+        k = _uniform_offsets((length - 1).clamp(min=0), (bsz, tgt_len), generator)
+        return prev_output_tokens.gather(1, (first + 1 + k).clamp(max=last))
+    if pool == "source_target":  # source span followed by the whole decoder-input span
+        if src_tokens is None:
+            raise ValueError("pool 'source_target' needs src_tokens")
+        _, src_first, src_len = _span(src_tokens, pad)
+        k = _uniform_offsets(src_len + length, (bsz, tgt_len), generator)
+        from_src = src_tokens.gather(1, (src_first + k).clamp(max=src_tokens.size(1) - 1))
+        from_tgt = prev_output_tokens.gather(1, (first + k - src_len).clamp(min=0, max=last))
+        return torch.where(k < src_len, from_src, from_tgt)
+    if pool != "vocab":
+        raise ValueError(f"random pool must be one of {RANDOM_POOLS}, got {pool!r}")
+    if vocab_range is None or vocab_range[1] <= vocab_range[0]:
+        raise ValueError(f"pool 'vocab' needs a non-empty vocab_range, got {vocab_range}")
+    low, high = vocab_range
+    return torch.randint(low, high, (bsz, tgt_len), generator=generator, device=prev_output_tokens.device,
+                         dtype=prev_output_tokens.dtype)
+
+
 def corrupt_decoder_input(
     prev_output_tokens: Tensor,
     *,
@@ -100,7 +137,12 @@ def corrupt_decoder_input(
     src_tokens: Optional[Tensor] = None,
     vocab_range: Optional[Tuple[int, int]] = None,
     generator: Optional[torch.Generator] = None,
-    model_guesses: Optional[Callable[[Optional[torch.Generator]], Tensor]] = None,
+    model_guesses: Optional[Callable[[Optional[torch.Generator]], Union[Tensor, Tuple[Tensor, Tensor]]]] = None,
+    position_schedule: str = "none",
+    position_constant: float = 0.0,
+    confidence_threshold: float = 0.0,
+    random_above: float = 0.0,
+    random_pool: str = "vocab",
 ) -> Corruption:
     """Return a :class:`Corruption` (new tokens, selected mask); the input tensor is never modified.
 
@@ -119,6 +161,16 @@ def corrupt_decoder_input(
             some position is selected; returns (B, T) guesses of ``target`` (see
             :func:`align_model_guesses`). Why a callable: the guesses cost a forward pass, skipped when
             nothing is selected, and the gates consume the generator exactly as for the other pools.
+            It may return ``(guesses, confidence)``, ``confidence`` being the model's (B, T) probability
+            of each guess, which the confidence rules below need.
+        position_schedule, position_constant: p_t at ``y_t`` becomes ``token_prob * h(t)`` (``t = 1`` for
+            ``y1``; :func:`fairseq_eb.schedules.position_fraction`); ``none`` = ``h = 1``. The same uniform
+            draws decide, so the generator's stream does not change.
+        confidence_threshold: ``model`` only; > 0 keeps the gold token at a selected position unless the
+            model's probability of its guess there is >= the threshold (Liu et al. 2021, confidence-aware
+            scheduled sampling). ``selected`` then marks the positions that passed this rule too.
+        random_above: ``model`` only; > 0 feeds a random token from ``random_pool`` instead of the guess
+            at a selected position whose guess probability is >= it (drawn after the guesses).
     """
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
@@ -129,34 +181,34 @@ def corrupt_decoder_input(
     eligible = nonpad & positions.ne(first)
 
     rows = torch.rand((bsz, 1), generator=generator, device=device) < sample_prob
-    cells = torch.rand((bsz, tgt_len), generator=generator, device=device) < token_prob
+    uniform = torch.rand((bsz, tgt_len), generator=generator, device=device)
+    if position_schedule == "none":
+        cells = uniform < token_prob
+    else:  # t = 1 at y1, whichever side the padding is on
+        rate = token_prob * position_fraction(position_schedule, (positions - first).clamp(min=0), position_constant)
+        cells = uniform < rate.to(uniform.dtype)
     replaced = eligible & rows & cells
 
-    last = tgt_len - 1
-    if pool == "target":  # y1..yn = the span after BOS
-        k = _uniform_offsets((length - 1).clamp(min=0), (bsz, tgt_len), generator)
-        candidates = prev_output_tokens.gather(1, (first + 1 + k).clamp(max=last))
-    elif pool == "source_target":  # source span followed by the whole decoder-input span
-        if src_tokens is None:
-            raise ValueError("pool 'source_target' needs src_tokens")
-        _, src_first, src_len = _span(src_tokens, pad)
-        k = _uniform_offsets(src_len + length, (bsz, tgt_len), generator)
-        from_src = src_tokens.gather(1, (src_first + k).clamp(max=src_tokens.size(1) - 1))
-        from_tgt = prev_output_tokens.gather(1, (first + k - src_len).clamp(min=0, max=last))
-        candidates = torch.where(k < src_len, from_src, from_tgt)
-    elif pool == "model":
+    if pool == "model":
         if model_guesses is None or vocab_range is None:
             raise ValueError("pool 'model' needs model_guesses and vocab_range")
         if not bool(replaced.any()):  # nothing selected: skip the forward pass
             return Corruption(prev_output_tokens.clone(), replaced)
-        candidates = align_model_guesses(prev_output_tokens, model_guesses(generator), vocab_range)
+        out = model_guesses(generator)
+        guesses, confidence = (out, None) if isinstance(out, Tensor) else out
+        candidates = align_model_guesses(prev_output_tokens, guesses, vocab_range)
+        if confidence_threshold > 0 or random_above > 0:
+            if confidence is None:
+                raise ValueError("the confidence rules need model_guesses to return (guesses, confidence)")
+            confidence = align_guess_confidence(prev_output_tokens, confidence)
+            if confidence_threshold > 0:  # gold where the model is not confident of its guess
+                replaced = replaced & confidence.ge(confidence_threshold)
+            if random_above > 0:  # a random token where it is very confident
+                noise = _pool_candidates(random_pool, prev_output_tokens, pad, first, length, src_tokens, vocab_range,
+                                         generator)
+                candidates = torch.where(confidence.ge(random_above), noise, candidates)
     else:
-        if vocab_range is None or vocab_range[1] <= vocab_range[0]:
-            raise ValueError(f"pool 'vocab' needs a non-empty vocab_range, got {vocab_range}")
-        low, high = vocab_range
-        candidates = torch.randint(
-            low, high, (bsz, tgt_len), generator=generator, device=device, dtype=prev_output_tokens.dtype
-        )
+        candidates = _pool_candidates(pool, prev_output_tokens, pad, first, length, src_tokens, vocab_range, generator)
     corrupted = torch.where(replaced, candidates, prev_output_tokens)
     return Corruption(corrupted, replaced)
 

@@ -7,10 +7,18 @@ prediction of ``target[j]`` given the gold prefix (Duckworth et al. 2019; Mihayl
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 import torch
 from torch import Tensor
+
+
+class GuessPass(NamedTuple):
+    """What :func:`guess_pass` returns."""
+
+    guesses: Tensor  # (B, T) the model's guess of target[:, j]
+    confidence: Optional[Tensor]  # (B, T) float32: the model's probability of its guess (softmax at T = 1)
+    logits: Optional[Tensor]  # (B, T, V) the pass's output logits (no graph), for the imitation loss
 
 
 def model_guesses(
@@ -33,6 +41,26 @@ def model_guesses(
     is exactly what it would be without this pass (tested); it also makes the guesses the deterministic
     predictions that decoding uses. The model's train/eval state is restored afterwards.
     """
+    return guess_pass(model, net_input, temperature=temperature, generator=generator, autocast=autocast).guesses
+
+
+def guess_pass(
+    model: torch.nn.Module,
+    net_input: Dict[str, Any],
+    *,
+    temperature: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+    autocast: bool = False,
+    confidence: bool = False,
+    keep_logits: bool = False,
+) -> GuessPass:
+    """The pass of :func:`model_guesses`, optionally with each guess's probability and the logits.
+
+    ``confidence``: also the model's probability of its guess, ``softmax(logits)[guess]`` in float32 (at
+    temperature 1 whatever ``temperature`` is: the model's own belief, as the confidence-aware rules use it).
+    ``keep_logits``: also return the logits (computed without gradients, so detached), the teacher of the
+    imitation loss.
+    """
     was_training = model.training
     model.eval()
     try:
@@ -43,7 +71,39 @@ def model_guesses(
     finally:
         model.train(was_training)
     if temperature <= 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    flat = torch.multinomial(probs.reshape(-1, probs.size(-1)), 1, generator=generator)
-    return flat.view(logits.shape[:-1])
+        guesses = logits.argmax(dim=-1)
+    else:
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        flat = torch.multinomial(probs.reshape(-1, probs.size(-1)), 1, generator=generator)
+        guesses = flat.view(logits.shape[:-1])
+    prob = None
+    if confidence:
+        # p(guess) = exp(logit_guess - logsumexp(logits)): no (B, T, V) softmax tensor is materialised twice
+        full = logits.float()
+        prob = (full.gather(-1, guesses.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(full, dim=-1)).exp()
+    return GuessPass(guesses, prob, logits if keep_logits else None)
+
+
+def imitation_positions(original: Tensor, mixed: Tensor, target: Tensor, pad: int) -> Tensor:
+    """(B, T) bool: target positions whose decoder-input prefix contains a replaced token.
+
+    ``original``/``mixed`` are the gold and the corrupted ``prev_output_tokens``; the decoder's output at
+    position ``j`` sees inputs ``0..j``, so it differs from the gold pass's only from the first changed
+    input on. Elsewhere both passes see the same prefix and the imitation term is left out, so it is
+    exactly zero when nothing was replaced.
+    """
+    changed = mixed.ne(original)
+    return changed.long().cumsum(dim=1).gt(0) & target.ne(pad)
+
+
+def imitation_kl(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor) -> Tensor:
+    """Summed ``KL(teacher || student)`` over the ``mask`` positions, in nats, computed in float32.
+
+    ``sum_j sum_v p_T(v|j) (log p_T(v|j) - log p_S(v|j))`` with ``p = softmax(logits)``; the teacher is
+    detached (no gradient flows into it). Summed like fairseq's token losses, so the trainer's division by
+    the sample size makes it a per-token mean.
+    """
+    teacher = torch.log_softmax(teacher_logits.detach().float(), dim=-1)
+    student = torch.log_softmax(student_logits.float(), dim=-1)
+    kl = (teacher.exp() * (teacher - student)).sum(dim=-1)
+    return (kl * mask.to(kl.dtype)).sum()

@@ -65,3 +65,61 @@ def validate_schedule(schedule: Any, updates: Any, shape: Any, *, option: str) -
         raise ValueError(f"{option} {name} needs {option}-updates > 0 (the length of the schedule)")
     if isinstance(shape, bool) or not isinstance(shape, (int, float)) or not math.isfinite(shape) or shape < 0:
         raise ValueError(f"{option}-shape must be a finite number >= 0 (0 = the schedule's default), got {shape!r}")
+
+
+# ---- p_t over target positions (``--replace-position-schedule``)
+
+POSITION_SCHEDULES = ("none", "exponential", "sigmoid", "linear")
+DEFAULT_POSITION_CONSTANT = {"exponential": 0.99, "sigmoid": 20.0, "linear": 100.0}
+
+
+def position_fraction(schedule: str, positions, constant: float = 0.0):
+    """``h(t)`` in ``[0, 1]`` at target positions ``t = 1, 2, ...`` (a tensor or a number), rising with ``t``.
+
+    The probability of feeding a replacement at ``y_t`` is ``p_t * h(t)`` (docs/schedules.md). With
+    ``k`` = ``constant`` (<= 0: the schedule's default), following Liu et al. 2021 ("Scheduled sampling
+    based on decoding steps"), whose decays are the teacher-forcing probability ``1 - h``:
+
+    * ``none``: ``h = 1``;
+    * ``exponential``: ``h = 1 - k^t`` (``0 < k < 1``, default 0.99);
+    * ``sigmoid``: ``h = 1 - k / (k + exp(t / k))`` (``k >= 1``, default 20);
+    * ``linear``: ``h = min(1, t / k)`` (``k > 0``, default 100: full rate from position 100 on).
+
+    Not normalised: the mean of ``h`` over a sentence is below 1 (``--replace-token-prob`` is the ceiling).
+    """
+    if schedule not in POSITION_SCHEDULES:
+        raise ValueError(f"position schedule must be one of {POSITION_SCHEDULES}, got {schedule!r}")
+    if isinstance(positions, (int, float)):
+        import torch  # noqa: F811 - numbers go through the same formulas as tensors
+
+        return float(position_fraction(schedule, torch.tensor(float(positions)), constant))
+    t = positions.double()
+    if schedule == "none":
+        return t.new_ones(t.shape)
+    k = constant if constant > 0 else DEFAULT_POSITION_CONSTANT[schedule]
+    if schedule == "exponential":
+        h = 1.0 - k ** t
+    elif schedule == "sigmoid":
+        h = 1.0 - k / (k + (t / k).exp())
+    else:
+        h = t / k
+    return h.clamp(min=0.0, max=1.0)
+
+
+def validate_position_schedule(schedule: Any, constant: Any, *, option: str) -> None:
+    """Reject a bad position schedule or constant at setup (``option``: e.g. ``--replace-position-schedule``)."""
+    name = str(schedule)
+    if name not in POSITION_SCHEDULES:
+        raise ValueError(f"{option} must be one of {{{', '.join(POSITION_SCHEDULES)}}}, got {name!r}")
+    flag = option.replace("-schedule", "-constant")
+    if isinstance(constant, bool) or not isinstance(constant, (int, float)) or not math.isfinite(constant) \
+            or constant < 0:
+        raise ValueError(f"{flag} must be a finite number >= 0 (0 = the schedule's default), got {constant!r}")
+    if constant == 0:
+        return
+    if name == "exponential" and not constant < 1:
+        raise ValueError(f"{flag} of {option} exponential is the base k of 1 - k^t: it must be in (0, 1), "
+                         f"got {constant!r}")
+    if name == "sigmoid" and constant < 1:
+        raise ValueError(f"{flag} of {option} sigmoid is k in 1 - k/(k + exp(t/k)): it must be >= 1, "
+                         f"got {constant!r}")

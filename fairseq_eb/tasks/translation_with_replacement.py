@@ -22,14 +22,22 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
 from fairseq_eb.cli_validation import exit_under_hydra
-from fairseq_eb.corruption import POOLS, changed_positions, corrupt_decoder_input, replacement_seed
-from fairseq_eb.model_guesses import model_guesses
-from fairseq_eb.schedules import SCHEDULES, schedule_fraction, validate_schedule
+from fairseq_eb.corruption import POOLS, RANDOM_POOLS, changed_positions, corrupt_decoder_input, replacement_seed
+from fairseq_eb.model_guesses import guess_pass, imitation_kl, imitation_positions
+from fairseq_eb.schedules import (
+    POSITION_SCHEDULES,
+    SCHEDULES,
+    schedule_fraction,
+    validate_position_schedule,
+    validate_schedule,
+)
 
 logger = logging.getLogger(__name__)
 
 REPLACE_POOL_CHOICES = ChoiceEnum(list(POOLS))
 REPLACE_SCHEDULE_CHOICES = ChoiceEnum(list(SCHEDULES))
+REPLACE_RANDOM_POOL_CHOICES = ChoiceEnum(list(RANDOM_POOLS))
+REPLACE_POSITION_SCHEDULE_CHOICES = ChoiceEnum(list(POSITION_SCHEDULES))
 
 
 @dataclass
@@ -81,6 +89,40 @@ class TranslationWithReplacementConfig(TranslationConfig):
         default=0.0,
         metadata={"help": "steepness k >= 0 of the exponential / inverse_sigmoid schedules (0 = default: 5 / 10)"},
     )
+    replace_position_schedule: REPLACE_POSITION_SCHEDULE_CHOICES = field(
+        default="none",
+        metadata={"help": "p_t as a function of the target position t (1 = the first target token): "
+                  "--replace-token-prob times h(t), h = 1 - k^t (exponential), 1 - k/(k + exp(t/k)) "
+                  "(sigmoid) or min(1, t/k) (linear), as Liu et al. 2021 define them (not normalised); "
+                  "'none' = constant p_t (docs/schedules.md)"},
+    )
+    replace_position_constant: float = field(
+        default=0.0,
+        metadata={"help": "k of --replace-position-schedule (0 = default: exponential 0.99 in (0, 1), "
+                  "sigmoid 20 >= 1, linear 100 > 0)"},
+    )
+    replace_confidence_threshold: float = field(
+        default=0.0,
+        metadata={"help": "--replace-pool model: feed the guess only where the model's probability of it is "
+                  ">= c, gold elsewhere (confidence-aware scheduled sampling; the paper used 0.9); 0 = off"},
+    )
+    replace_random_above: float = field(
+        default=0.0,
+        metadata={"help": "--replace-pool model: where the guess's probability is >= r, feed a random token "
+                  "from --replace-random-pool instead (the paper used 0.95); 0 = off; r >= "
+                  "--replace-confidence-threshold"},
+    )
+    replace_random_pool: REPLACE_RANDOM_POOL_CHOICES = field(
+        default="vocab",
+        metadata={"help": "pool of the random tokens of --replace-random-above (as for --replace-pool; "
+                  "default 'vocab', the paper's uniform random word)"},
+    )
+    replace_imitation_weight: float = field(
+        default=0.0,
+        metadata={"help": "--replace-pool model: add w times KL(gold-prefix pass || mixed-prefix pass), "
+                  "summed over the target positions after a replaced input, to the training loss; the "
+                  "teacher is the guess pass (no extra forward); logged as 'imitation'; 0 = off"},
+    )
 
 
 def validate_replacement_config(cfg: Any) -> None:
@@ -104,6 +146,21 @@ def validate_replacement_config(cfg: Any) -> None:
     schedule = str(getattr(cfg, "replace_schedule", "constant"))
     updates = getattr(cfg, "replace_schedule_updates", 0)
     validate_schedule(schedule, updates, getattr(cfg, "replace_schedule_shape", 0.0), option="--replace-schedule")
+    validate_position_schedule(getattr(cfg, "replace_position_schedule", "none"),
+                               getattr(cfg, "replace_position_constant", 0.0), option="--replace-position-schedule")
+    threshold, above = (getattr(cfg, name, 0.0) for name in ("replace_confidence_threshold", "replace_random_above"))
+    for value, flag in ((threshold, "--replace-confidence-threshold"), (above, "--replace-random-above")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{flag} must be a probability in [0, 1] (0 = off), got {value!r}")
+    if 0 < above < threshold:
+        raise ValueError(f"--replace-random-above {above} must be >= --replace-confidence-threshold {threshold} "
+                         "(random where the model is very confident, its guess where it is confident)")
+    random_pool = str(getattr(cfg, "replace_random_pool", "vocab"))
+    if random_pool not in RANDOM_POOLS:
+        raise ValueError(f"--replace-random-pool must be one of {{{', '.join(RANDOM_POOLS)}}}, got {random_pool!r}")
+    weight = getattr(cfg, "replace_imitation_weight", 0.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(f"--replace-imitation-weight must be a finite number >= 0, got {weight!r}")
     if warm > 0 and schedule != "constant":
         raise ValueError(
             f"--replace-warmup-updates is the linear schedule; use it or --replace-schedule {schedule} "
@@ -146,6 +203,10 @@ class CorruptedSample(NamedTuple):
     selected: Union[int, torch.Tensor]  # number of positions chosen by the gates
     changed: Union[int, torch.Tensor]  # number of positions whose token actually changed (<= selected)
     seed: Optional[int]  # the generator seed of the draws (None: nothing drawn)
+    # --replace-imitation-weight: the guess pass's logits (no graph) and the positions of the KL term; None
+    # when the pass did not run (nothing selected) or the option is off
+    teacher_logits: Optional[torch.Tensor] = None
+    imitation_mask: Optional[torch.Tensor] = None
 
 
 def _data_parallel_rank() -> int:
@@ -160,6 +221,52 @@ def ordinary_symbol_range(dictionary) -> Tuple[int, int]:
     while high > dictionary.nspecial and dictionary[high - 1].startswith("madeupword"):
         high -= 1
     return dictionary.nspecial, high
+
+
+def output_projection_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The decoder's output layer (``decoder.output_projection``) under any wrappers (DDP, ModuleProxyWrapper)."""
+    inner = model
+    while not hasattr(inner, "decoder") and hasattr(inner, "module"):
+        inner = inner.module
+    projection = getattr(getattr(inner, "decoder", None), "output_projection", None)
+    if not isinstance(projection, torch.nn.Module):
+        raise ValueError("--replace-imitation-weight needs a decoder with an output_projection layer (fairseq's "
+                         f"transformer head without adaptive softmax); {type(inner).__name__} has none")
+    return projection
+
+
+class ImitationLoss:
+    """A criterion plus ``w * KL(teacher || student)`` (docs/method.md §2.5), called like a criterion.
+
+    The student logits are captured by a forward hook on the decoder's output layer during the criterion's own
+    forward (no extra pass; the *last* call counts, i.e. the forward whose loss is trained when a criterion runs
+    more than one, as ``--gp-method fgm`` does). The teacher is the guess pass's logits. ``imitation`` (summed
+    KL, nats) is added to the logging output and ``w * imitation`` to its ``loss``; it is 0 when the guess
+    pass did not run, with the same keys on every micro-batch and rank.
+    """
+
+    def __init__(self, criterion, weight: float, teacher_logits: Optional[torch.Tensor],
+                 mask: Optional[torch.Tensor]) -> None:
+        self.criterion, self.weight, self.teacher_logits, self.mask = criterion, weight, teacher_logits, mask
+
+    def __call__(self, model, sample):
+        if self.teacher_logits is None:
+            loss, sample_size, logging_output = self.criterion(model, sample)
+            logging_output["imitation"] = loss.new_zeros(()).detach()
+            return loss, sample_size, logging_output
+        captured = []
+        handle = output_projection_of(model).register_forward_hook(lambda module, args, out: captured.append(out))
+        try:
+            loss, sample_size, logging_output = self.criterion(model, sample)
+        finally:
+            handle.remove()
+        if not captured:
+            raise RuntimeError("--replace-imitation-weight: the criterion did not run the decoder's output layer")
+        kl = imitation_kl(captured[-1], self.teacher_logits, self.mask)
+        logging_output["imitation"] = kl.detach()
+        if "loss" in logging_output:
+            logging_output["loss"] = logging_output["loss"] + self.weight * kl.detach()
+        return loss + self.weight * kl.to(loss.dtype), sample_size, logging_output
 
 
 @register_task("translation_with_replacement", dataclass=TranslationWithReplacementConfig)
@@ -203,38 +310,66 @@ class TranslationWithReplacementTask(TranslationTask):
         if p_s <= 0.0 or self.cfg.replace_token_prob <= 0.0:
             none = prev.new_zeros(())
             return CorruptedSample(sample, none, none, None)
-        pool = str(self.cfg.replace_pool)
-        guesses = None
+        cfg = self.cfg
+        pool = str(cfg.replace_pool)
+        guesses, passes = None, []
+        threshold = getattr(cfg, "replace_confidence_threshold", 0.0)
+        above = getattr(cfg, "replace_random_above", 0.0)
+        need_confidence = threshold > 0 or above > 0
+        keep_logits = self.imitation_weight > 0
         if pool == "model":
             if model is None:
                 raise ValueError("--replace-pool model needs the model in corrupt_sample")
 
             def guesses(generator):
-                return model_guesses(model, net_input, temperature=self.cfg.replace_model_temperature,
-                                     generator=generator, autocast=autocast)
-        seed = replacement_seed(self.cfg.seed, update_num, _data_parallel_rank(), micro)
+                out = guess_pass(model, net_input, temperature=cfg.replace_model_temperature, generator=generator,
+                                 autocast=autocast, confidence=need_confidence, keep_logits=keep_logits)
+                passes.append(out)
+                return (out.guesses, out.confidence) if need_confidence else out.guesses
+        seed = replacement_seed(cfg.seed, update_num, _data_parallel_rank(), micro)
         generator = torch.Generator(device=prev.device)
         generator.manual_seed(seed)
         corruption = corrupt_decoder_input(
             prev,
             pad=self.tgt_dict.pad(),
             sample_prob=p_s,
-            token_prob=self.cfg.replace_token_prob,
+            token_prob=cfg.replace_token_prob,
             pool=pool,
             src_tokens=net_input.get("src_tokens"),
             vocab_range=self.vocab_range,
             generator=generator,
             model_guesses=guesses,
+            position_schedule=str(getattr(cfg, "replace_position_schedule", "none")),
+            position_constant=getattr(cfg, "replace_position_constant", 0.0),
+            confidence_threshold=threshold if pool == "model" else 0.0,
+            random_above=above if pool == "model" else 0.0,
+            random_pool=str(getattr(cfg, "replace_random_pool", "vocab")),
         )
         new_sample = dict(sample)
         new_sample["net_input"] = dict(net_input, prev_output_tokens=corruption.tokens)
         changed = changed_positions(prev, corruption).sum()
-        return CorruptedSample(new_sample, corruption.selected.sum(), changed, seed)
+        teacher, mask = None, None
+        if passes and passes[0].logits is not None:
+            teacher = passes[0].logits
+            mask = imitation_positions(prev, corruption.tokens, sample["target"], self.tgt_dict.pad())
+        return CorruptedSample(new_sample, corruption.selected.sum(), changed, seed, teacher, mask)
+
+    @property
+    def imitation_weight(self) -> float:
+        """The KL term's weight (``--replace-imitation-weight``; 0 unless the pool is ``model``)."""
+        if str(self.cfg.replace_pool) != "model":
+            return 0.0
+        return float(getattr(self.cfg, "replace_imitation_weight", 0.0))
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         # same autocast decision as fairseq's FairseqTask.train_step, for the model pool's guess pass
         corrupted = self.corrupt_sample(sample, update_num, model=model,
                                         autocast=isinstance(optimizer, AMPOptimizer))
+        if self.imitation_weight > 0:
+            # fairseq's train_step runs the criterion and the backward; the KL term joins the criterion's loss
+            # inside it, so --amp autocast, ignore_grad and the backward apply to the sum
+            criterion = ImitationLoss(criterion, self.imitation_weight, corrupted.teacher_logits,
+                                      corrupted.imitation_mask)
         loss, sample_size, logging_output = super().train_step(
             corrupted.sample, model, criterion, optimizer, update_num, ignore_grad
         )
@@ -252,3 +387,9 @@ class TranslationWithReplacementTask(TranslationTask):
                 for key, name in (("eb_replaced", "replaced"), ("eb_selected", "selected")):
                     count = sum(log.get(key, 0) for log in logging_outputs)
                     metrics.log_scalar(name, 100.0 * float(count) / float(ntokens), ntokens, round=2)
+        if logging_outputs and "imitation" in logging_outputs[0]:
+            sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
+            if sample_size > 0:  # in the loss column's units: bits per target token (ntokens) or per sentence
+                total = sum(log.get("imitation", 0) for log in logging_outputs)
+                metrics.log_scalar("imitation", float(total) / float(sample_size) / math.log(2), sample_size,
+                                   round=3)
