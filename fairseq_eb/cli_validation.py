@@ -106,8 +106,8 @@ def inert_option_warnings(args: argparse.Namespace) -> List[str]:
         if value and pool != "model":
             warnings.append(f"{flag} {value} has no effect with --replace-pool {pool} (it applies to --replace-pool "
                             "model only)")
-    random_pool = str(getattr(args, "replace_random_pool", "vocab"))
-    if random_pool != "vocab" and not getattr(args, "replace_random_above", 0.0):
+    random_pool = str(getattr(args, "replace_random_pool", "target"))
+    if random_pool != "target" and not getattr(args, "replace_random_above", 0.0):
         warnings.append(f"--replace-random-pool {random_pool} has no effect without --replace-random-above (it is "
                         "the pool of its random tokens)")
     constant = getattr(args, "replace_position_constant", 0.0)

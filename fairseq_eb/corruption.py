@@ -142,7 +142,7 @@ def corrupt_decoder_input(
     position_constant: float = 0.0,
     confidence_threshold: float = 0.0,
     random_above: float = 0.0,
-    random_pool: str = "vocab",
+    random_pool: str = "target",
 ) -> Corruption:
     """Return a :class:`Corruption` (new tokens, selected mask); the input tensor is never modified.
 

@@ -103,7 +103,12 @@ def imitation_kl(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor) -
     detached (no gradient flows into it). Summed like fairseq's token losses, so the trainer's division by
     the sample size makes it a per-token mean.
     """
-    teacher = torch.log_softmax(teacher_logits.detach().float(), dim=-1)
-    student = torch.log_softmax(student_logits.float(), dim=-1)
-    kl = (teacher.exp() * (teacher - student)).sum(dim=-1)
+    with torch.no_grad():
+        teacher = torch.log_softmax(teacher_logits.float(), dim=-1)
+        p_teacher = teacher.exp()
+        neg_entropy = (p_teacher * teacher).sum(dim=-1)
+    # sum_v p_T log p_S = sum_v p_T s_v - logsumexp(s) since sum_v p_T = 1: no student log_softmax tensor
+    student = student_logits.float()
+    cross = (p_teacher * student).sum(dim=-1) - torch.logsumexp(student, dim=-1)
+    kl = neg_entropy - cross
     return (kl * mask.to(kl.dtype)).sum()

@@ -301,12 +301,12 @@ def test_inert_options_warn(toy_bin):
     cfg = make_cfg(toy_bin)
     cfg.task, cfg.replace_pool = "translation_with_replacement", "target"
     cfg.replace_confidence_threshold, cfg.replace_imitation_weight = 0.9, 0.5
-    cfg.replace_random_pool, cfg.replace_position_constant = "target", 0.5
+    cfg.replace_random_pool, cfg.replace_position_constant = "vocab", 0.5
     warnings = cli_validation.inert_option_warnings(cfg)
     assert len(warnings) == 4
     assert any(w.startswith("--replace-confidence-threshold 0.9 has no effect with --replace-pool target")
                for w in warnings)
-    assert any(w.startswith("--replace-random-pool target has no effect without") for w in warnings)
+    assert any(w.startswith("--replace-random-pool vocab has no effect without") for w in warnings)
     assert any(w.startswith("--replace-position-constant 0.5 has no effect") for w in warnings)
 
 
@@ -355,3 +355,21 @@ def test_bad_value_fails_in_one_line_and_options_are_in_help(toy_bin, tmp_path):
     for flag in ("--replace-confidence-threshold", "--replace-random-above", "--replace-random-pool",
                  "--replace-position-schedule", "--replace-position-constant", "--replace-imitation-weight"):
         assert flag in out
+
+
+def test_two_ranks_pytorch_ddp_equals_legacy_ddp_with_the_variants(toy_bin, tmp_path):
+    """Confidence rules, position schedule and the imitation term through the DDP wrapper (the KL's student is
+    captured inside it): pytorch_ddp must equal legacy_ddp over 2 updates with --update-freq 2, and the
+    imitation term must move the update."""
+    from tests.test_ddp import GP, max_diff, params_after_one_update
+
+    variants = ["--task", "translation_with_replacement", "--replace-pool", "model", "--replace-sample-prob", "1",
+                "--replace-token-prob", "0.8", "--replace-confidence-threshold", "0.01", "--replace-random-above",
+                "0.2", "--replace-position-schedule", "linear", "--replace-position-constant", "3",
+                "--update-freq", "2", "--max-update", "2", "--lr", "0.1", *GP]
+    imitation = [*variants, "--replace-imitation-weight", "1"]
+    legacy = params_after_one_update(toy_bin, tmp_path / "legacy", imitation, "legacy_ddp")
+    pytorch = params_after_one_update(toy_bin, tmp_path / "pytorch", imitation, "pytorch_ddp")
+    without = params_after_one_update(toy_bin, tmp_path / "without", variants, "legacy_ddp")
+    assert max_diff(legacy, pytorch) <= 1e-6
+    assert max_diff(legacy, without) > 1e-4

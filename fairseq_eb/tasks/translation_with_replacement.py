@@ -113,9 +113,10 @@ class TranslationWithReplacementConfig(TranslationConfig):
                   "--replace-confidence-threshold"},
     )
     replace_random_pool: REPLACE_RANDOM_POOL_CHOICES = field(
-        default="vocab",
-        metadata={"help": "pool of the random tokens of --replace-random-above (as for --replace-pool; "
-                  "default 'vocab', the paper's uniform random word)"},
+        default="target",
+        metadata={"help": "pool of the random tokens of --replace-random-above, as for --replace-pool (default "
+                  "'target': tokens of the same target, i.e. repeated or misplaced words, the noise the paper "
+                  "describes)"},
     )
     replace_imitation_weight: float = field(
         default=0.0,
@@ -155,7 +156,7 @@ def validate_replacement_config(cfg: Any) -> None:
     if 0 < above < threshold:
         raise ValueError(f"--replace-random-above {above} must be >= --replace-confidence-threshold {threshold} "
                          "(random where the model is very confident, its guess where it is confident)")
-    random_pool = str(getattr(cfg, "replace_random_pool", "vocab"))
+    random_pool = str(getattr(cfg, "replace_random_pool", "target"))
     if random_pool not in RANDOM_POOLS:
         raise ValueError(f"--replace-random-pool must be one of {{{', '.join(RANDOM_POOLS)}}}, got {random_pool!r}")
     weight = getattr(cfg, "replace_imitation_weight", 0.0)
@@ -343,7 +344,7 @@ class TranslationWithReplacementTask(TranslationTask):
             position_constant=getattr(cfg, "replace_position_constant", 0.0),
             confidence_threshold=threshold if pool == "model" else 0.0,
             random_above=above if pool == "model" else 0.0,
-            random_pool=str(getattr(cfg, "replace_random_pool", "vocab")),
+            random_pool=str(getattr(cfg, "replace_random_pool", "target")),
         )
         new_sample = dict(sample)
         new_sample["net_input"] = dict(net_input, prev_output_tokens=corruption.tokens)
