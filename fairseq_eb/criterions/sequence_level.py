@@ -199,9 +199,7 @@ class SequenceCriterionBase(LabelSmoothedCrossEntropyCriterion):
         prev = torch.cat([_pad_to(prev_gold, width, pad), _pad_to(prev_cand, width, pad)])
         sources = torch.arange(b, device=prev.device)
         rows = torch.cat([sources, sources.repeat_interleave(k)])  # gold rows, then K candidate rows per source
-        joint = {key: (v.index_select(0, rows) if torch.is_tensor(v) and v.dim() > 0 and v.size(0) == b else v)
-                 for key, v in net_input.items() if key != "prev_output_tokens"}
-        net_output = model(**joint, prev_output_tokens=prev)
+        net_output = _teacher_forced(model, net_input, prev, rows)
         lprobs = model.get_normalized_probs(net_output, log_probs=True)
         gold_lprobs = lprobs[:b, :prev_gold.size(1)]
         gold_out = (net_output[0][:b, :prev_gold.size(1)], net_output[1])
@@ -257,6 +255,30 @@ class SequenceCriterionBase(LabelSmoothedCrossEntropyCriterion):
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True
+
+
+def _encoder_reusable(model) -> bool:
+    """A bare fairseq transformer (BART included): its encoder can run once per source and its output be
+    repeated for the K + 1 decoder rows. A data-parallel wrapper needs its own ``forward`` to be called (PyTorch
+    DDP prepares its gradient all-reduce there), so a wrapped model takes the joint path."""
+    from fairseq.models.transformer import TransformerModelBase
+
+    return isinstance(model, TransformerModelBase)
+
+
+def _teacher_forced(model, net_input: Dict[str, Any], prev: torch.Tensor, rows: torch.Tensor):
+    """The decoder output for ``prev`` (gold rows, then candidate rows), row ``i`` decoding source ``rows[i]``.
+
+    Same values either way (up to dropout masks): the encoder once with its output repeated (bare transformers:
+    the encoder then costs one pass instead of K + 1), or one ``model(...)`` call on the repeated source."""
+    b = net_input["src_tokens"].size(0)
+    if _encoder_reusable(model):
+        encoder_out = model.encoder(net_input["src_tokens"], src_lengths=net_input["src_lengths"])
+        expanded = model.encoder.reorder_encoder_out(encoder_out, rows)
+        return model.decoder(prev, encoder_out=expanded, src_lengths=net_input["src_lengths"].index_select(0, rows))
+    joint = {key: (v.index_select(0, rows) if torch.is_tensor(v) and v.dim() > 0 and v.size(0) == b else v)
+             for key, v in net_input.items() if key != "prev_output_tokens"}
+    return model(**joint, prev_output_tokens=prev)
 
 
 def _pad_to(tokens: torch.Tensor, width: int, pad: int) -> torch.Tensor:
