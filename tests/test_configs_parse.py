@@ -62,6 +62,17 @@ def test_committed_sweep_choices_parse_with_their_config(chosen):
             assert args.gp_epsilon == float(_flag(list(choice["args"]), "--gp-epsilon"))
 
 
+def test_ss_grid_parses_with_finetune():
+    """Every scheduled-sampling variant of the sweep (docs/method.md §2.5 included) is a valid command line."""
+    from fairseq_eb.recipe import sweep
+
+    cfg = CONFIGS["finetune"]
+    for v in sweep.grid("ss", 1200):
+        argv = list(cfg.train_args) + method_args("ss", cfg) + list(v["args"])
+        args = _parse(argv)
+        assert args.replace_pool == "model" and args.replace_token_prob == float(_flag(argv, "--replace-token-prob"))
+
+
 @pytest.mark.parametrize("method", ["mrt", "rank"])
 def test_sequence_stage_grids_parse_with_finetune(method):
     """Every sweep variant of the sequence-level stages is a valid fairseq-train command line of `finetune`, and

@@ -59,7 +59,11 @@ def test_sweep_grid_and_choice():
     assert [v["variant"] for v in sweep.grid("gp", 1000, ["eps0.1", "fgm-eps1.0"])] == ["eps0.1", "fgm-eps1.0"]
     assert sweep.grid("baseline", 1000, ["eps0.1"]) == [{"variant": "default", "args": []}]
     ss = {v["variant"]: v["args"] for v in sweep.grid("ss", 2400)}
-    assert sorted(ss) == ["pt0.1-ramp-half", "pt0.1-ramp-quarter", "pt0.3-ramp-half", "pt0.3-ramp-quarter"]
+    assert sorted(ss) == ["conf0.7-rand0.9", "conf0.9-rand0", "conf0.9-rand0.95", "pos-exponential", "pos-sigmoid",
+                          "pt0.1-ramp-half", "pt0.1-ramp-quarter", "pt0.3-imit0.5", "pt0.3-imit1.0", "pt0.3-ramp-half",
+                          "pt0.3-ramp-quarter"]
+    assert ss["conf0.9-rand0.95"][-4:] == ["--replace-confidence-threshold", "0.9", "--replace-random-above", "0.95"]
+    assert ss["pos-sigmoid"][-4:] == ["--replace-schedule-updates", "1200", "--replace-position-schedule", "sigmoid"]
     assert ss["pt0.1-ramp-quarter"][-6:] == ["--replace-token-prob", "0.1", "--replace-schedule", "inverse_sigmoid",
                                              "--replace-schedule-updates", "600"]
     assert ss["pt0.3-ramp-half"][1] == "model" and ss["pt0.3-ramp-half"][-1] == "1200"

@@ -48,10 +48,27 @@ GRIDS: Dict[str, Dict[str, List[str]]] = {
     # the model's own guesses; p_s rises to 0.5 along an inverse sigmoid. Runs that stop early on the valid
     # metric never reach the end of a ramp as long as the whole budget, hence the shorter ramps.
     "ss": {
-        f"pt{pt}-ramp-{ramp.lower()}": [
+        **{f"pt{pt}-ramp-{ramp.lower()}": [
             "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", str(pt),
             "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", ramp]
-        for pt in (0.1, 0.3) for ramp in ("QUARTER", "HALF")
+           for pt in (0.1, 0.3) for ramp in ("QUARTER", "HALF")},
+        # the variants of docs/method.md §2.5: confidence-aware (Liu et al. 2021a: guesses only where confident, a
+        # random token where very confident), position-dependent rates (Liu et al. 2021b), the imitation KL
+        **{f"conf{c}-rand{r}": [
+            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", "1",
+            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", "HALF",
+            "--replace-confidence-threshold", str(c), "--replace-random-above", str(r)]
+           for c, r in ((0.9, 0.95), (0.7, 0.9), (0.9, 0))},
+        **{f"pos-{shape}": [
+            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", "0.5",
+            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", "HALF",
+            "--replace-position-schedule", shape]
+           for shape in ("exponential", "sigmoid")},
+        **{f"pt0.3-imit{w}": [
+            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
+            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", "HALF",
+            "--replace-imitation-weight", str(w)]
+           for w in (0.5, 1.0)},
     },
     # the configuration's eps, applied on every k-th update with weight k*eps
     "gp_lazy": {f"every{k}": ["--gp-interval", str(k)] for k in (2, 4, 8)},
