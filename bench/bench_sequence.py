@@ -6,10 +6,13 @@ in the numbers). Data: data/debian-ft5k-fullvalid/bin with the 2+2-layer d=128 m
 the plain loss (so it emits EOS and candidates have realistic lengths, not the length cap); its state is then
 restored before each configuration, and every configuration runs on the same batches: 3 warm-up + N timed.
 
-Parts of a sequence-level update, timed with time.perf_counter around the criterion's calls:
+Parts of a sequence-level update, timed with the process CPU clock around the criterion's calls
+(time.process_time: with one torch thread it does not count the time other processes take from the cores, so
+the ratios hold on a busy machine):
   decode   = candidates.decode (fairseq's SequenceGenerator, eval mode, no grad)
   scoring  = costs.sequence_cost (ROUGE-L on token ids)
-  training = everything else of the update: the joint teacher-forced forward over gold + K candidates, the
+  training = everything else of the update: the teacher-forced forward over gold + K candidates (the encoder
+             once per source for a bare transformer, its output repeated), the
              losses, backward and the Adam step.
 
     .venv/bin/python bench/bench_sequence.py [--batches 20] [--out bench/sequence.json]
@@ -28,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 DEBIAN = ROOT / "data" / "debian-ft5k-fullvalid" / "bin"
+CLOCK = time.process_time
 MAX_LEN_B = 48  # the recipe's generation cap (_select_by_generation(48))
 
 
@@ -100,7 +104,7 @@ def batches(task, cfg, n: int):
 
 
 class PartTimer:
-    """Wraps candidates.decode and the criterion's sequence_cost with perf_counter accumulators."""
+    """Wraps candidates.decode and the criterion's sequence_cost with CPU-clock accumulators."""
 
     def __init__(self):
         from fairseq_eb.criterions import sequence_level
@@ -110,18 +114,18 @@ class PartTimer:
         orig_decode, orig_cost = candidates.decode, sequence_level.sequence_cost
 
         def decode(*a, **kw):
-            t = time.perf_counter()
+            t = CLOCK()
             try:
                 return orig_decode(*a, **kw)
             finally:
-                self.decode += time.perf_counter() - t
+                self.decode += CLOCK() - t
 
         def cost(*a, **kw):
-            t = time.perf_counter()
+            t = CLOCK()
             try:
                 return orig_cost(*a, **kw)
             finally:
-                self.scoring += time.perf_counter() - t
+                self.scoring += CLOCK() - t
 
         candidates.decode, sequence_level.sequence_cost = decode, cost
         self._restore = lambda: (setattr(candidates, "decode", orig_decode),
@@ -153,9 +157,9 @@ def run_config(name, data, task, model, state, crit_args, samples, warmup, timer
     for i, sample in enumerate(samples):
         criterion.num_updates = i  # what task.train_step would report (seeds of sampled candidates)
         timer.reset()
-        t = time.perf_counter()
+        t = CLOCK()
         log = step(model, criterion, optimizer, sample)
-        elapsed = time.perf_counter() - t
+        elapsed = CLOCK() - t
         if i >= warmup:
             total += elapsed
             decode += timer.decode
@@ -178,12 +182,19 @@ def main():
     parser.add_argument("--pretrain-updates", type=int, default=150,
                         help="plain-loss updates before timing, so candidates stop at EOS like a trained model's")
     parser.add_argument("--out", default=str(ROOT / "bench" / "sequence.json"))
+    parser.add_argument("--joint", action="store_true",
+                        help="force the path of a data-parallel-wrapped model: one model(...) call on the source "
+                        "repeated K + 1 times, instead of the encoder once per source")
     opts = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(1)
     import fairseq_eb
 
     fairseq_eb.register()
+    if opts.joint:
+        from fairseq_eb.criterions import sequence_level
+
+        sequence_level._encoder_reusable = lambda model: False
     tmp = None
     if DEBIAN.is_dir():
         data, data_name = DEBIAN, "data/debian-ft5k-fullvalid (finetune's 2+2-layer d=128 model, --max-tokens 2048)"
@@ -196,13 +207,13 @@ def main():
 
     # a little plain training so the model's candidates end at EOS
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
-    t = time.perf_counter()
+    t = CLOCK()
     train_batches = batches(task, cfg, opts.pretrain_updates)
     while len(train_batches) < opts.pretrain_updates:
         train_batches += batches(task, cfg, opts.pretrain_updates - len(train_batches))
     for sample in train_batches:
         step(model, plain, optimizer, sample)
-    print(f"{opts.pretrain_updates} plain updates to warm the model: {time.perf_counter() - t:.0f} s", flush=True)
+    print(f"{opts.pretrain_updates} plain updates to warm the model: {CLOCK() - t:.0f} s", flush=True)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     samples = batches(task, cfg, opts.warmup + opts.batches)
 
@@ -223,7 +234,8 @@ def main():
     sents = sum(int(s["nsentences"]) for s in samples[opts.warmup:]) / opts.batches
 
     print(f"\n{data_name}; {opts.batches} batches after {opts.warmup} warm-up, mean {tokens:.0f} target tokens / "
-          f"{sents:.0f} sentences per batch; torch threads 1; seq-max-len-b {MAX_LEN_B}, alpha 0.5")
+          f"{sents:.0f} sentences per batch; torch threads 1; seq-max-len-b {MAX_LEN_B}, alpha 0.5; process CPU time; "
+          f"{'joint model(...) call' if opts.joint else 'encoder once per source'}")
     header = f"{'configuration':30s} {'ms/update':>10s} {'x plain':>8s} {'decode':>8s} {'scoring':>8s} " \
              f"{'training':>9s} {'cand_len':>8s}"
     print(header)
@@ -236,7 +248,8 @@ def main():
     result = {"data": data_name, "batches": opts.batches, "warmup": opts.warmup,
               "pretrain_updates": opts.pretrain_updates, "mean_target_tokens": tokens, "mean_sentences": sents,
               "threads": 1, "seq_max_len_b": MAX_LEN_B, "alpha": 0.5, "torch": torch.__version__,
-              "cpu_count": os.cpu_count(), "rows": rows}
+              "cpu_count": os.cpu_count(), "clock": "process_time",
+              "teacher_forced_path": "joint model(...) call" if opts.joint else "encoder once per source", "rows": rows}
     Path(opts.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {opts.out}")
     if tmp is not None:
