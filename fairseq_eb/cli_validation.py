@@ -23,6 +23,8 @@ import sys
 from typing import Any, Callable, List
 
 TASK = "translation_with_replacement"
+# every task with the replacement options (fairseq_eb/tasks; docs/pretrained.md)
+TASKS = (TASK, "translation_from_pretrained_bart_with_replacement", "translation_multi_simple_epoch_with_replacement")
 CRITERION = "label_smoothed_cross_entropy_with_gp"
 SEQUENCE_CRITERIA = ("sequence_risk", "sequence_ranking")
 
@@ -77,14 +79,14 @@ def _check_encoder_decoder(args: argparse.Namespace) -> None:
     if model is None or issubclass(model, FairseqEncoderDecoderModel):
         return
     pool = str(getattr(args, "replace_pool", ""))
-    what = "--replace-pool model (the model's own guesses)" if pool == "model" else f"--task {TASK}"
+    what = "--replace-pool model (the model's own guesses)" if pool == "model" else f"--task {args.task}"
     raise ValueError(f"{what} needs an encoder-decoder model such as --arch transformer; --arch {arch} is "
                      f"{model.__name__}, which has no encoder")
 
 
 def inert_option_warnings(args: argparse.Namespace) -> List[str]:
     """Options set away from their default that have no effect with the other settings (a likely mistake)."""
-    if getattr(args, "task", None) != TASK:
+    if getattr(args, "task", None) not in TASKS:
         return []
     warnings = []
     temperature = getattr(args, "replace_model_temperature", 0.0)
@@ -121,7 +123,7 @@ def inert_option_warnings(args: argparse.Namespace) -> List[str]:
 def validation_errors(args: argparse.Namespace) -> List[str]:
     """The plugin validators' messages for a parsed fairseq namespace (empty when all is well)."""
     checks: List[Callable[[argparse.Namespace], None]] = [_check_restore_file]
-    if getattr(args, "task", None) == TASK:
+    if getattr(args, "task", None) in TASKS:
         checks += [_check_task, _check_encoder_decoder]
     if getattr(args, "criterion", None) == CRITERION:
         checks.append(_check_criterion)

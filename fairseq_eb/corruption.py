@@ -127,6 +127,55 @@ def _pool_candidates(pool: str, prev_output_tokens: Tensor, pad: int, first: Ten
                          dtype=prev_output_tokens.dtype)
 
 
+def _draw_from(tokens: Tensor, allowed: Tensor, shape: Tuple[int, int], generator) -> Tensor:
+    """For every cell of ``shape`` a token drawn uniformly from its row's ``allowed`` positions of ``tokens``.
+
+    The allowed tokens are moved to the front of each row (a stable sort keeps their order), so the draw is
+    one gather, as for the unprotected pools. A row without allowed tokens gets its first token, which the
+    caller's protection then refuses.
+    """
+    order = torch.sort((~allowed).to(torch.uint8), dim=1, stable=True).indices
+    pool = tokens.gather(1, order)
+    k = _uniform_offsets(allowed.sum(dim=1, keepdim=True), shape, generator)
+    return pool.gather(1, k.clamp(max=tokens.size(1) - 1))
+
+
+def _protected_pool_candidates(pool: str, prev_output_tokens: Tensor, pad: int, first: Tensor,
+                               src_tokens: Optional[Tensor], vocab_range: Optional[Tuple[int, int]], generator,
+                               protected: Tensor) -> Tensor:
+    """:func:`_pool_candidates` with the ``protected`` ids left out of every pool (never drawn)."""
+    shape = tuple(prev_output_tokens.shape)
+    positions = torch.arange(shape[1], device=prev_output_tokens.device).unsqueeze(0)
+    target_ok = prev_output_tokens.ne(pad) & ~torch.isin(prev_output_tokens, protected)
+    if pool == "target":
+        return _draw_from(prev_output_tokens, target_ok & positions.ne(first), shape, generator)
+    if pool == "source_target":
+        if src_tokens is None:
+            raise ValueError("pool 'source_target' needs src_tokens")
+        source_ok = src_tokens.ne(pad) & ~torch.isin(src_tokens, protected)
+        return _draw_from(torch.cat([src_tokens, prev_output_tokens], dim=1), torch.cat([source_ok, target_ok], dim=1),
+                          shape, generator)
+    if pool != "vocab":
+        raise ValueError(f"random pool must be one of {RANDOM_POOLS}, got {pool!r}")
+    if vocab_range is None or vocab_range[1] <= vocab_range[0]:
+        raise ValueError(f"pool 'vocab' needs a non-empty vocab_range, got {vocab_range}")
+    ids = torch.arange(*vocab_range, device=prev_output_tokens.device, dtype=prev_output_tokens.dtype)
+    ids = ids[~torch.isin(ids, protected)]
+    if ids.numel() == 0:
+        raise ValueError("pool 'vocab': every symbol of vocab_range is protected")
+    pick = torch.randint(0, ids.numel(), shape, generator=generator, device=prev_output_tokens.device)
+    return ids[pick]
+
+
+def _random_candidates(pool: str, prev_output_tokens: Tensor, pad: int, first: Tensor, length: Tensor,
+                       src_tokens: Optional[Tensor], vocab_range: Optional[Tuple[int, int]], generator,
+                       protected: Optional[Tensor]) -> Tensor:
+    if protected is None:
+        return _pool_candidates(pool, prev_output_tokens, pad, first, length, src_tokens, vocab_range, generator)
+    return _protected_pool_candidates(pool, prev_output_tokens, pad, first, src_tokens, vocab_range, generator,
+                                      protected)
+
+
 def corrupt_decoder_input(
     prev_output_tokens: Tensor,
     *,
@@ -143,6 +192,7 @@ def corrupt_decoder_input(
     confidence_threshold: float = 0.0,
     random_above: float = 0.0,
     random_pool: str = "target",
+    protected: Optional[Tensor] = None,
 ) -> Corruption:
     """Return a :class:`Corruption` (new tokens, selected mask); the input tensor is never modified.
 
@@ -171,6 +221,10 @@ def corrupt_decoder_input(
             scheduled sampling). ``selected`` then marks the positions that passed this rule too.
         random_above: ``model`` only; > 0 feeds a random token from ``random_pool`` instead of the guess
             at a selected position whose guess probability is >= it (drawn after the guesses).
+        protected: 1-D ids of symbols that carry structure (language tags, ``<mask>``, BOS/EOS wherever they
+            stand): a position holding one is never replaced and none is ever drawn (the random pools leave
+            them out; a model guess of one keeps the gold token). ``None`` (the plain translation task) keeps
+            the draws exactly as without the option.
     """
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
@@ -179,6 +233,9 @@ def corrupt_decoder_input(
     nonpad, first, length = _span(prev_output_tokens, pad)
     positions = torch.arange(tgt_len, device=device).unsqueeze(0)
     eligible = nonpad & positions.ne(first)
+    if protected is not None:
+        protected = protected.to(device=device, dtype=prev_output_tokens.dtype)
+        eligible = eligible & ~torch.isin(prev_output_tokens, protected)
 
     rows = torch.rand((bsz, 1), generator=generator, device=device) < sample_prob
     uniform = torch.rand((bsz, tgt_len), generator=generator, device=device)
@@ -204,11 +261,14 @@ def corrupt_decoder_input(
             if confidence_threshold > 0:  # gold where the model is not confident of its guess
                 replaced = replaced & confidence.ge(confidence_threshold)
             if random_above > 0:  # a random token where it is very confident
-                noise = _pool_candidates(random_pool, prev_output_tokens, pad, first, length, src_tokens, vocab_range,
-                                         generator)
+                noise = _random_candidates(random_pool, prev_output_tokens, pad, first, length, src_tokens,
+                                           vocab_range, generator, protected)
                 candidates = torch.where(confidence.ge(random_above), noise, candidates)
     else:
-        candidates = _pool_candidates(pool, prev_output_tokens, pad, first, length, src_tokens, vocab_range, generator)
+        candidates = _random_candidates(pool, prev_output_tokens, pad, first, length, src_tokens, vocab_range,
+                                        generator, protected)
+    if protected is not None:  # a protected guess, or the draw of a row whose pool is empty: keep gold
+        candidates = torch.where(torch.isin(candidates, protected), prev_output_tokens, candidates)
     corrupted = torch.where(replaced, candidates, prev_output_tokens)
     return Corruption(corrupted, replaced)
 

@@ -9,173 +9,36 @@ scheduled sampling); p_s may follow a schedule over updates (``fairseq_eb.schedu
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 import torch
-from fairseq.dataclass import ChoiceEnum
 from fairseq.distributed import utils as distributed_utils
 from fairseq.logging import metrics
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
-from omegaconf import II
 
 from fairseq_eb.cli_validation import exit_under_hydra
-from fairseq_eb.corruption import POOLS, RANDOM_POOLS, changed_positions, corrupt_decoder_input, replacement_seed
+from fairseq_eb.corruption import changed_positions, corrupt_decoder_input, replacement_seed
 from fairseq_eb.model_guesses import guess_pass, imitation_kl, imitation_positions
-from fairseq_eb.schedules import (
-    POSITION_SCHEDULES,
-    SCHEDULES,
-    schedule_fraction,
-    validate_position_schedule,
-    validate_schedule,
+from fairseq_eb.tasks.protected_symbols import remember_file_symbols
+from fairseq_eb.tasks.replacement_config import (  # noqa: F401  (re-exported: the options' historical home)
+    REPLACE_POOL_CHOICES,
+    REPLACE_POSITION_SCHEDULE_CHOICES,
+    REPLACE_RANDOM_POOL_CHOICES,
+    REPLACE_SCHEDULE_CHOICES,
+    ReplacementConfig,
+    scheduled_sample_prob,
+    validate_replacement_config,
 )
 
 logger = logging.getLogger(__name__)
 
-REPLACE_POOL_CHOICES = ChoiceEnum(list(POOLS))
-REPLACE_SCHEDULE_CHOICES = ChoiceEnum(list(SCHEDULES))
-REPLACE_RANDOM_POOL_CHOICES = ChoiceEnum(list(RANDOM_POOLS))
-REPLACE_POSITION_SCHEDULE_CHOICES = ChoiceEnum(list(POSITION_SCHEDULES))
-
 
 @dataclass
-class TranslationWithReplacementConfig(TranslationConfig):
-    replace_sample_prob: float = field(
-        default=0.5,
-        metadata={"help": "probability p_s in [0, 1] that a training sentence's decoder input is corrupted "
-                  "(the final value when a schedule is set)"},
-    )
-    replace_token_prob: float = field(
-        default=0.3,
-        metadata={
-            "help": "probability p_t in [0, 1] that each target token of a corrupted sentence is replaced "
-            "in the decoder input (the loss still predicts the original tokens)"
-        },
-    )
-    replace_pool: REPLACE_POOL_CHOICES = field(
-        default="target",
-        metadata={
-            "help": "where replacement tokens are drawn from: 'target' = the same sentence's target tokens "
-            "(the article), 'source_target' = its source and target tokens incl. special symbols (the "
-            "UniLM reference code), 'vocab' = uniform over the target dictionary's ordinary symbols, "
-            "'model' = the model's own guess of the gold token from a no-grad teacher-forced pass "
-            "(parallel scheduled sampling)"
-        },
-    )
-    replace_model_temperature: float = field(
-        default=0.0,
-        metadata={"help": "--replace-pool model: 0 = the model's argmax; T > 0 = sample from softmax(logits/T)"},
-    )
-    seed: int = II("common.seed")
-    replace_warmup_updates: int = field(
-        default=0,
-        metadata={
-            "help": "ramp p_s linearly from 0 over this many updates (>= 0; 0 = corrupt from the first "
-            "update, as the reference does); the same as --replace-schedule linear "
-            "--replace-schedule-updates N"
-        },
-    )
-    replace_schedule: REPLACE_SCHEDULE_CHOICES = field(
-        default="constant",
-        metadata={"help": "how p_s rises from 0 to --replace-sample-prob over updates (see docs/schedules.md)"},
-    )
-    replace_schedule_updates: int = field(
-        default=0,
-        metadata={"help": "length N > 0 of a non-constant --replace-schedule, in updates"},
-    )
-    replace_schedule_shape: float = field(
-        default=0.0,
-        metadata={"help": "steepness k >= 0 of the exponential / inverse_sigmoid schedules (0 = default: 5 / 10)"},
-    )
-    replace_position_schedule: REPLACE_POSITION_SCHEDULE_CHOICES = field(
-        default="none",
-        metadata={"help": "p_t as a function of the target position t (1 = the first target token): "
-                  "--replace-token-prob times h(t), h = 1 - k^t (exponential), 1 - k/(k + exp(t/k)) "
-                  "(sigmoid) or min(1, t/k) (linear), as Liu et al. 2021 define them (not normalised); "
-                  "'none' = constant p_t (docs/schedules.md)"},
-    )
-    replace_position_constant: float = field(
-        default=0.0,
-        metadata={"help": "k of --replace-position-schedule (0 = default: exponential 0.99 in (0, 1), "
-                  "sigmoid 20 >= 1, linear 100 > 0)"},
-    )
-    replace_confidence_threshold: float = field(
-        default=0.0,
-        metadata={"help": "--replace-pool model: feed the guess only where the model's probability of it is "
-                  ">= c, gold elsewhere (confidence-aware scheduled sampling; the paper used 0.9); 0 = off"},
-    )
-    replace_random_above: float = field(
-        default=0.0,
-        metadata={"help": "--replace-pool model: where the guess's probability is >= r, feed a random token "
-                  "from --replace-random-pool instead (the paper used 0.95); 0 = off; r >= "
-                  "--replace-confidence-threshold"},
-    )
-    replace_random_pool: REPLACE_RANDOM_POOL_CHOICES = field(
-        default="target",
-        metadata={"help": "pool of the random tokens of --replace-random-above, as for --replace-pool (default "
-                  "'target': tokens of the same target, i.e. repeated or misplaced words, the noise the paper "
-                  "describes)"},
-    )
-    replace_imitation_weight: float = field(
-        default=0.0,
-        metadata={"help": "--replace-pool model: add w times KL(gold-prefix pass || mixed-prefix pass), "
-                  "summed over the target positions after a replaced input, to the training loss; the "
-                  "teacher is the guess pass (no extra forward); logged as 'imitation'; 0 = off"},
-    )
-
-
-def validate_replacement_config(cfg: Any) -> None:
-    """Reject out-of-range options at setup time, naming the option and its valid range."""
-    for name, flag in (("replace_sample_prob", "--replace-sample-prob"),
-                       ("replace_token_prob", "--replace-token-prob")):
-        value = getattr(cfg, name)
-        if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"{flag} must be a probability in [0, 1], got {value!r}")
-    pool = str(cfg.replace_pool)
-    if pool not in POOLS:
-        raise ValueError(f"--replace-pool must be one of {{{', '.join(POOLS)}}}, got {pool!r}")
-    temperature = getattr(cfg, "replace_model_temperature", 0.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        math.isfinite(temperature) and temperature >= 0
-    ):
-        raise ValueError(f"--replace-model-temperature must be a finite number >= 0, got {temperature!r}")
-    warm = cfg.replace_warmup_updates
-    if not isinstance(warm, int) or isinstance(warm, bool) or warm < 0:
-        raise ValueError(f"--replace-warmup-updates must be an integer >= 0, got {warm!r}")
-    schedule = str(getattr(cfg, "replace_schedule", "constant"))
-    updates = getattr(cfg, "replace_schedule_updates", 0)
-    validate_schedule(schedule, updates, getattr(cfg, "replace_schedule_shape", 0.0), option="--replace-schedule")
-    validate_position_schedule(getattr(cfg, "replace_position_schedule", "none"),
-                               getattr(cfg, "replace_position_constant", 0.0), option="--replace-position-schedule")
-    threshold, above = (getattr(cfg, name, 0.0) for name in ("replace_confidence_threshold", "replace_random_above"))
-    for value, flag in ((threshold, "--replace-confidence-threshold"), (above, "--replace-random-above")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"{flag} must be a probability in [0, 1] (0 = off), got {value!r}")
-    if 0 < above < threshold:
-        raise ValueError(f"--replace-random-above {above} must be >= --replace-confidence-threshold {threshold} "
-                         "(random where the model is very confident, its guess where it is confident)")
-    random_pool = str(getattr(cfg, "replace_random_pool", "target"))
-    if random_pool not in RANDOM_POOLS:
-        raise ValueError(f"--replace-random-pool must be one of {{{', '.join(RANDOM_POOLS)}}}, got {random_pool!r}")
-    weight = getattr(cfg, "replace_imitation_weight", 0.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"--replace-imitation-weight must be a finite number >= 0, got {weight!r}")
-    if warm > 0 and schedule != "constant":
-        raise ValueError(
-            f"--replace-warmup-updates is the linear schedule; use it or --replace-schedule {schedule} "
-            f"--replace-schedule-updates N, not both"
-        )
-
-
-def scheduled_sample_prob(cfg: Any, update_num: int) -> float:
-    """p_s at ``update_num``: ``--replace-sample-prob`` times the schedule's fraction."""
-    if cfg.replace_warmup_updates > 0:
-        return cfg.replace_sample_prob * schedule_fraction("linear", update_num, cfg.replace_warmup_updates)
-    fraction = schedule_fraction(str(cfg.replace_schedule), update_num, cfg.replace_schedule_updates,
-                                 cfg.replace_schedule_shape)
-    return cfg.replace_sample_prob * fraction
+class TranslationWithReplacementConfig(ReplacementConfig, TranslationConfig):
+    """``translation``'s options followed by the replacement's."""
 
 
 class MicroBatchCounter:
@@ -270,29 +133,41 @@ class ImitationLoss:
         return loss + self.weight * kl.to(loss.dtype), sample_size, logging_output
 
 
-@register_task("translation_with_replacement", dataclass=TranslationWithReplacementConfig)
-class TranslationWithReplacementTask(TranslationTask):
-    """Translation whose training decoder input is corrupted (random tokens or the model's own guesses;
-    docs/method.md §2, docs/schedules.md)."""
+class ReplacementTaskMixin:
+    """The decoder-input replacement for any fairseq seq2seq task: put it before the base task class.
 
-    cfg: TranslationWithReplacementConfig
+    One implementation for every ``*_with_replacement`` task: the concrete task calls
+    :meth:`setup_replacement` at the end of its ``__init__`` (once the base task has finished its dictionary),
+    and the base task's dataset, validation and generation stay its own. ``protected`` (1-D ids, or None for
+    the plain translation task, whose draws stay exactly as they were) lists the symbols never replaced nor
+    drawn (:mod:`fairseq_eb.tasks.protected_symbols`).
+    """
 
-    def __init__(self, cfg: TranslationWithReplacementConfig, src_dict, tgt_dict):
-        validate_replacement_config(cfg)
-        super().__init__(cfg, src_dict, tgt_dict)
-        self.vocab_range = ordinary_symbol_range(tgt_dict)
+    replacement_cfg: Any
+    protected: Optional[torch.Tensor]
+
+    def setup_replacement(self, cfg: Any, protected: Optional[torch.Tensor] = None) -> None:
+        """Check the options against the final target dictionary and start the micro-batch counter."""
+        self.replacement_cfg = cfg
+        self.protected = protected
+        self.vocab_range = ordinary_symbol_range(self.target_dictionary)
         if str(cfg.replace_pool) in ("vocab", "model") and self.vocab_range[1] <= self.vocab_range[0]:
             raise ValueError(f"--replace-pool {cfg.replace_pool} needs a target dictionary with ordinary symbols")
         self.micro_batches = MicroBatchCounter()
 
     @classmethod
-    def setup_task(cls, cfg: TranslationWithReplacementConfig, **kwargs):
+    def setup_task(cls, cfg, **kwargs):
         try:
             validate_replacement_config(cfg)  # fail before dictionaries/data are touched
         except ValueError as e:
             exit_under_hydra(e, "task")  # fairseq-hydra-train: one line, exit 2
             raise
         return super().setup_task(cfg, **kwargs)
+
+    @classmethod
+    def load_dictionary(cls, filename):
+        # remembers the file's size: whatever the base task appends afterwards is protected
+        return remember_file_symbols(super().load_dictionary(filename))
 
     def corrupt_sample(self, sample: Dict[str, Any], update_num: int, model: Optional[torch.nn.Module] = None,
                        autocast: bool = False) -> CorruptedSample:
@@ -307,11 +182,11 @@ class TranslationWithReplacementTask(TranslationTask):
             return CorruptedSample(sample, 0, 0, None)
         micro = self.micro_batches.next(update_num)
         prev = net_input["prev_output_tokens"]
-        p_s = scheduled_sample_prob(self.cfg, update_num)
-        if p_s <= 0.0 or self.cfg.replace_token_prob <= 0.0:
+        p_s = scheduled_sample_prob(self.replacement_cfg, update_num)
+        if p_s <= 0.0 or self.replacement_cfg.replace_token_prob <= 0.0:
             none = prev.new_zeros(())
             return CorruptedSample(sample, none, none, None)
-        cfg = self.cfg
+        cfg = self.replacement_cfg
         pool = str(cfg.replace_pool)
         guesses, passes = None, []
         threshold = getattr(cfg, "replace_confidence_threshold", 0.0)
@@ -332,7 +207,7 @@ class TranslationWithReplacementTask(TranslationTask):
         generator.manual_seed(seed)
         corruption = corrupt_decoder_input(
             prev,
-            pad=self.tgt_dict.pad(),
+            pad=self.target_dictionary.pad(),
             sample_prob=p_s,
             token_prob=cfg.replace_token_prob,
             pool=pool,
@@ -345,6 +220,7 @@ class TranslationWithReplacementTask(TranslationTask):
             confidence_threshold=threshold if pool == "model" else 0.0,
             random_above=above if pool == "model" else 0.0,
             random_pool=str(getattr(cfg, "replace_random_pool", "target")),
+            protected=self.protected,
         )
         new_sample = dict(sample)
         new_sample["net_input"] = dict(net_input, prev_output_tokens=corruption.tokens)
@@ -352,15 +228,15 @@ class TranslationWithReplacementTask(TranslationTask):
         teacher, mask = None, None
         if passes and passes[0].logits is not None:
             teacher = passes[0].logits
-            mask = imitation_positions(prev, corruption.tokens, sample["target"], self.tgt_dict.pad())
+            mask = imitation_positions(prev, corruption.tokens, sample["target"], self.target_dictionary.pad())
         return CorruptedSample(new_sample, corruption.selected.sum(), changed, seed, teacher, mask)
 
     @property
     def imitation_weight(self) -> float:
         """The KL term's weight (``--replace-imitation-weight``; 0 unless the pool is ``model``)."""
-        if str(self.cfg.replace_pool) != "model":
+        if str(self.replacement_cfg.replace_pool) != "model":
             return 0.0
-        return float(getattr(self.cfg, "replace_imitation_weight", 0.0))
+        return float(getattr(self.replacement_cfg, "replace_imitation_weight", 0.0))
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         # same autocast decision as fairseq's FairseqTask.train_step, for the model pool's guess pass
@@ -394,3 +270,16 @@ class TranslationWithReplacementTask(TranslationTask):
                 total = sum(log.get("imitation", 0) for log in logging_outputs)
                 metrics.log_scalar("imitation", float(total) / float(sample_size) / math.log(2), sample_size,
                                    round=3)
+
+
+@register_task("translation_with_replacement", dataclass=TranslationWithReplacementConfig)
+class TranslationWithReplacementTask(ReplacementTaskMixin, TranslationTask):
+    """Translation whose training decoder input is corrupted (random tokens or the model's own guesses;
+    docs/method.md §2, docs/schedules.md)."""
+
+    cfg: TranslationWithReplacementConfig
+
+    def __init__(self, cfg: TranslationWithReplacementConfig, src_dict, tgt_dict):
+        validate_replacement_config(cfg)
+        super().__init__(cfg, src_dict, tgt_dict)
+        self.setup_replacement(cfg)  # no protected ids: the draws of the original task, unchanged
