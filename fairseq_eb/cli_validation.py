@@ -74,6 +74,8 @@ def _check_encoder_decoder(args: argparse.Namespace) -> None:
     """The replacement task corrupts a decoder input that only an encoder-decoder model has."""
     from fairseq.models import ARCH_MODEL_REGISTRY, FairseqEncoderDecoderModel
 
+    if getattr(args, "path", None):  # fairseq-generate/-interactive: the model is the checkpoint's, and their
+        return  # --arch is a placeholder (fairseq-generate defaults it to wav2vec2)
     arch = getattr(args, "arch", None)
     model = ARCH_MODEL_REGISTRY.get(arch)
     if model is None or issubclass(model, FairseqEncoderDecoderModel):
