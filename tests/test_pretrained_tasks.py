@@ -205,3 +205,17 @@ def test_sequence_risk_candidates_start_like_the_gold_decoder_input(data, name, 
     width = 1 if name == BART else 2  # [ro_RO] ... / </s> __xx__ ...
     expected = prev_gold[:, :width].repeat_interleave(seen[0].size(0) // prev_gold.size(0), dim=0)
     assert torch.equal(seen[0][:, :width], expected)
+
+
+@pytest.mark.parametrize("name", [BART, MULTI])
+def test_options_are_validated_on_the_command_line(name):
+    from fairseq_eb import cli_validation
+
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, ["unused", "--user-dir", USER_DIR, *TASK_ARGS[name], *tiny("bart_base"),
+                                                "--replace-token-prob", "0.3"], parse_known=True)[0]
+    assert cli_validation.validation_errors(args) == []
+    args.replace_token_prob = 1.5
+    assert cli_validation.validation_errors(args) == ["--replace-token-prob must be a probability in [0, 1], got 1.5"]
+    args.replace_token_prob, args.replace_model_temperature = 0.3, 1.0
+    assert any("--replace-model-temperature" in w for w in cli_validation.inert_option_warnings(args))

@@ -5,6 +5,10 @@ A thin adapter: it corrupts a *copy* of the batch's ``prev_output_tokens`` and h
 validation, ``fairseq-generate`` and ``fairseq-interactive`` are untouched. Replacements are random
 tokens (``--replace-pool target/source_target/vocab``) or the model's own guesses (``model``: parallel
 scheduled sampling); p_s may follow a schedule over updates (``fairseq_eb.schedules``).
+
+The machinery is :class:`ReplacementTaskMixin`, which the tasks for pretrained models apply to their own base
+tasks (``translation_from_pretrained_bart_with_replacement``, ``translation_multi_simple_epoch_with_replacement``;
+docs/pretrained.md). It stays in this module, the replacement's historical home, next to its helpers.
 """
 
 import logging
