@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "optional DIR/spm.model (to detokenise) and DIR/raw/{valid,test}.{src,tgt} (for the floor)")
     p.add_argument("--out", required=True, type=Path, help="output directory (runs/, table.md, results.json, plot.png)")
     p.add_argument("--config", default="demo", help=f"named configuration: {', '.join(CONFIGS)} (default demo)")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), help=f"any of {' '.join(METHODS)} (default all)")
+    p.add_argument("--methods", nargs="+", default=[m for m in METHODS if m not in STAGE_METHODS],
+                   help=f"any of {' '.join(METHODS)} (default: all but the stage methods {' '.join(STAGE_METHODS)}, "
+                   "which continue the baseline for the configuration's stage budget)")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2], help="training seeds (default 1 2)")
     p.add_argument("--beams", nargs="+", type=int, default=[1, 2, 3], help="beam sizes (default 1 2 3)")
     p.add_argument("--tokenize", default="word", help="scoring tokenisation: word (spaces) or char (Chinese)")
