@@ -185,8 +185,6 @@ def test_sequence_risk_trains_on_bart(data, tmp_path):
     assert re.search(r"\| seq_loss [\d.e-]+", last) and "nan" not in last
 
 
-@pytest.mark.xfail(strict=True, reason="sequence_risk decodes candidates with the dictionary's </s> as BOS/EOS and "
-                   "no prefix, not the task's language tag (see the final report / docs/pretrained.md)")
 @pytest.mark.parametrize("name", [BART, MULTI])
 def test_sequence_risk_candidates_start_like_the_gold_decoder_input(data, name, monkeypatch):
     from fairseq_eb.sequence import candidates as cand

@@ -265,3 +265,21 @@ def test_length_normalised():
     assert length_normalised(scores, lengths, 1.0).tolist() == [[-2.0, -2.0]]
     assert length_normalised(scores, lengths, 0.0).tolist() == [[-6.0, -8.0]]
     assert length_normalised(scores, lengths, 2.0)[0].tolist() == pytest.approx([-6 / 9, -0.5])
+
+
+def test_candidate_content_and_forced_prefix():
+    """Costs compare content tokens only (no EOS, language tag or padding), and the prefix a multilingual task
+    forces is each reference's own leading tag."""
+    from fairseq_eb.sequence.candidates import content, forced_prefix, shifted
+
+    protected = torch.tensor([1, 2, 250])
+    tokens = torch.tensor([[5, 2, 1, 1], [250, 7, 8, 2], [9, 250, 2, 2]])
+    kept, n = content(tokens, torch.tensor([2, 4, 3]), protected)
+    assert n.tolist() == [1, 2, 1]
+    assert [row[:k].tolist() for row, k in zip(kept, n)] == [[5], [7, 8], [9]]
+    assert forced_prefix(torch.tensor([[250, 5, 2], [250, 6, 2]]), protected).tolist() == [[250], [250]]
+    assert forced_prefix(torch.tensor([[5, 2], [6, 2]]), protected) is None
+    assert forced_prefix(torch.tensor([[250, 5, 2], [6, 2, 1]]), protected) is None
+    # the decoder input starts with each row's own first input (mBART: its target-language tag)
+    prev = shifted(torch.tensor([[7, 8, 2], [9, 2, 1]]), torch.tensor([3, 2]), torch.tensor([250, 251]), pad=1)
+    assert prev.tolist() == [[250, 7, 8], [251, 9, 1]]

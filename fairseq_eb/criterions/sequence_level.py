@@ -172,9 +172,16 @@ class SequenceCriterionBase(LabelSmoothedCrossEntropyCriterion):
 
     def _generator_for(self, model) -> Any:
         if self._generator is None or self._generator_model != id(model):
-            self._generator = cand.build_generator(model, self.tgt_dict, self.options)
+            self._generator = cand.build_generator(model, self.tgt_dict, self.options, self.task)
             self._generator_model = id(model)
         return self._generator
+
+    def _protected(self) -> torch.Tensor:
+        """Structure symbols, compared by no cost: BOS/EOS/PAD and what the task protects (language tags,
+        ``<mask>``: fairseq_eb.tasks.protected_symbols)."""
+        own = getattr(self.task, "protected", None)
+        base = torch.tensor([self.tgt_dict.bos(), self.tgt_dict.eos(), self.padding_idx])
+        return base if own is None else torch.unique(torch.cat([base, own.cpu()]))
 
     def sequence_loss(self, scores: torch.Tensor, lengths: torch.Tensor, costs: torch.Tensor,
                       mask: torch.Tensor) -> torch.Tensor:
@@ -185,16 +192,18 @@ class SequenceCriterionBase(LabelSmoothedCrossEntropyCriterion):
         if not (model.training and torch.is_grad_enabled() and reduce):
             return super().forward(model, sample, reduce=reduce)  # validation: the plain loss
         pad, eos = self.padding_idx, self.tgt_dict.eos()
-        found = cand.decode(model, self._generator_for(model), sample, self.options.beam, pad, eos, self._draw_seed())
+        target = sample["target"]
+        protected = self._protected()
+        found = cand.decode(model, self._generator_for(model), sample, self.options.beam, pad, eos, self._draw_seed(),
+                            cand.forced_prefix(target, protected))
         b, k = found.mask.shape
         tokens, lengths, mask = found.tokens, found.lengths, found.mask
-        target = sample["target"]
         ref_len = target.ne(pad).sum(1)
         if self.include_reference:
             tokens, lengths, mask, k = self._with_reference(found, target, ref_len, pad)
         net_input = sample["net_input"]
         prev_gold = net_input["prev_output_tokens"]
-        prev_cand = cand.shifted(tokens, lengths, eos, pad)
+        prev_cand = cand.shifted(tokens, lengths, prev_gold[:, 0].repeat_interleave(k), pad)
         width = max(prev_gold.size(1), prev_cand.size(1))
         prev = torch.cat([_pad_to(prev_gold, width, pad), _pad_to(prev_cand, width, pad)])
         sources = torch.arange(b, device=prev.device)
@@ -209,8 +218,10 @@ class SequenceCriterionBase(LabelSmoothedCrossEntropyCriterion):
         token_lp = cand_lprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).masked_fill(tokens.eq(pad), 0.0)
         scores = token_lp.float().sum(1).view(b, k)
         with torch.no_grad():
-            costs = sequence_cost(self.metric, tokens, target.repeat_interleave(k, 0), lengths - 1,
-                                  (ref_len - 1).repeat_interleave(k)).view(b, k).to(scores.dtype)
+            hyp, hyp_len = cand.content(tokens, lengths, protected)
+            ref, ref_content = cand.content(target, ref_len, protected)
+            costs = sequence_cost(self.metric, hyp, ref.repeat_interleave(k, 0), hyp_len,
+                                  ref_content.repeat_interleave(k)).view(b, k).to(scores.dtype)
         per_sentence = self.sequence_loss(scores, lengths.view(b, k), costs, mask)
         seq_sum = per_sentence.sum()
         ntokens = sample["ntokens"]

@@ -10,7 +10,7 @@ run and every rank are reproducible (the global RNG is restored afterwards).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -37,19 +37,39 @@ class Candidates(NamedTuple):
     k: int
 
 
-def build_generator(model: Any, tgt_dict: Any, opts: CandidateOptions) -> Any:
-    """fairseq's ``SequenceGenerator`` for ``opts`` (search strategy, temperature, length limits); the model's
-    train/eval mode is left as it was (the generator's constructor switches it to eval)."""
+def build_generator(model: Any, tgt_dict: Any, opts: CandidateOptions, task: Any = None) -> Any:
+    """The generator ``fairseq-generate`` would build for ``opts`` (search strategy, temperature, length limits):
+    the task's own ``build_generator`` when a task is given (mBART's decodes until the target-language tag), else
+    fairseq's ``SequenceGenerator``; the model's train/eval mode is left as it was (building switches it to eval)."""
+    from argparse import Namespace
+
     from fairseq import search
     from fairseq.sequence_generator import SequenceGenerator
 
-    strategy = search.Sampling(tgt_dict, sampling_topk=opts.sampling_topk) if opts.sampling else None
     was_training = model.training
     try:
+        if task is not None:
+            # keep_inference_langtok: a multilingual task must not strip the target-language tag it forces (the
+            # candidates are re-scored as decoder inputs, tag included; and a many-to-many batch has no one tag)
+            args = Namespace(beam=opts.beam, max_len_a=opts.max_len_a, max_len_b=opts.max_len_b,
+                             sampling=opts.sampling, sampling_topk=opts.sampling_topk, temperature=opts.temperature,
+                             keep_inference_langtok=True)
+            return task.build_generator([model], args)
+        strategy = search.Sampling(tgt_dict, sampling_topk=opts.sampling_topk) if opts.sampling else None
         return SequenceGenerator([model], tgt_dict, beam_size=opts.beam, max_len_a=opts.max_len_a,
                                  max_len_b=opts.max_len_b, temperature=opts.temperature, search_strategy=strategy)
     finally:
         model.train(was_training)
+
+
+def forced_prefix(target: Tensor, protected: Tensor) -> Optional[Tensor]:
+    """The structure tokens every reference starts with (a multilingual task's target-language tag, which its
+    generation forces as a prefix), taken from each sentence's own target so that many-to-many batches get their
+    own tags; None when the references start with content (or with prefixes of different lengths)."""
+    lead = torch.isin(target, protected.to(target.device)).long().cumprod(1).sum(1)
+    if lead.numel() == 0 or int(lead.min()) == 0 or int(lead.max()) != int(lead.min()):
+        return None
+    return target[:, :int(lead[0])]
 
 
 def _pack(hypos: List[List[Dict[str, Tensor]]], k: int, pad: int, eos: int, device: torch.device) -> Candidates:
@@ -70,9 +90,10 @@ def _pack(hypos: List[List[Dict[str, Tensor]]], k: int, pad: int, eos: int, devi
 
 
 def decode(model: Any, generator: Any, sample: Dict[str, Any], k: int, pad: int, eos: int,
-           seed: Optional[int] = None) -> Candidates:
+           seed: Optional[int] = None, prefix: Optional[Tensor] = None) -> Candidates:
     """Decode ``k`` candidates per source of ``sample`` with ``generator`` in eval mode and without gradient,
-    then restore the model's mode; ``seed`` fixes the draws of a sampling search."""
+    then restore the model's mode; ``seed`` fixes the draws of a sampling search, ``prefix`` (B, P) is forced
+    (:func:`forced_prefix`) and is part of each candidate's tokens."""
     net_input = {key: v for key, v in sample["net_input"].items() if key != "prev_output_tokens"}
     was_training = model.training
     device = sample["net_input"]["src_tokens"].device
@@ -82,16 +103,26 @@ def decode(model: Any, generator: Any, sample: Dict[str, Any], k: int, pad: int,
         with torch.no_grad(), torch.random.fork_rng(devices=devices):
             if seed is not None:
                 torch.manual_seed(seed)
-            hypos = generator.generate([model], {"net_input": net_input})
+            hypos = generator.generate([model], {"net_input": net_input}, prefix_tokens=prefix)
     finally:
         model.train(was_training)
     return _pack(hypos, k, pad, eos, device)
 
 
-def shifted(tokens: Tensor, lengths: Tensor, eos: int, pad: int) -> Tensor:
-    """fairseq's decoder input of each candidate: EOS (fairseq's BOS) followed by all but its last token."""
+def shifted(tokens: Tensor, lengths: Tensor, bos: Union[int, Tensor], pad: int) -> Tensor:
+    """fairseq's decoder input of each candidate: the decoder's first input (EOS for fairseq's translation tasks;
+    mBART's target-language tag — per row, taken from the gold decoder input) followed by all but its last token."""
     prev = torch.full_like(tokens, pad)
-    prev[:, 0] = eos
+    prev[:, 0] = bos
     prev[:, 1:] = tokens[:, :-1]
     keep = torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
     return prev.masked_fill(~keep, pad)
+
+
+def content(tokens: Tensor, lengths: Tensor, protected: Tensor) -> Tuple[Tensor, Tensor]:
+    """Each row's tokens without structure symbols (EOS, language tags, ...: ``protected``), moved to the left,
+    and their number: what a candidate's cost compares with the reference's."""
+    inside = torch.arange(tokens.size(1), device=tokens.device)[None, :] < lengths[:, None]
+    keep = inside & ~torch.isin(tokens, protected.to(tokens.device))
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    return tokens.gather(1, order), keep.sum(1)
