@@ -42,8 +42,8 @@ RECORD_DECODES = """
 import json, os
 import fairseq_eb.sequence.candidates as _cand
 _orig = _cand.decode
-def _recording(model, generator, sample, k, pad, eos, seed=None):
-    found = _orig(model, generator, sample, k, pad, eos, seed)
+def _recording(model, generator, sample, k, pad, eos, seed=None, prefix=None):
+    found = _orig(model, generator, sample, k, pad, eos, seed, prefix)
     with open(os.environ["EB_OUT"] + "/rank" + os.environ["EB_RANK"] + ".jsonl", "a") as f:
         f.write(json.dumps({"seed": seed, "tokens": found.tokens.tolist()}) + "\\n")
     return found
