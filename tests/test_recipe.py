@@ -295,8 +295,12 @@ def test_hydra_configs_start_training(toy_bin, tmp_path, name, task, criterion):
     assert "num_updates 2" in log and (tmp_path / "ck" / "checkpoint_best.pt").exists()
 
 
-def test_hydra_configs_match_the_demo_config():
+def test_hydra_configs_match_the_demo_config(request):
     """The YAML files are the `demo` config for fairseq-hydra-train: same model, optimiser and budget."""
+    from hydra import version
+
+    # fairseq's own config composition (hydra.experimental) needs the compatibility base back afterwards
+    request.addfinalizer(lambda: version.VersionBase.instance().setbase(version.__compat_version__))
     from hydra import compose, initialize_config_dir
 
     def flag_of(args, name):
