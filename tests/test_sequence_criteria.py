@@ -17,6 +17,8 @@ import pytest
 import torch
 
 from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_data_parallel_train, run_fairseq
+from tests.test_ddp import CPU_DDP, max_diff
+from tests.test_ddp import params_after_one_update as sgd_update
 
 SEQ = ["--seq-beam", "4", "--seq-max-len-b", "12", "--label-smoothing", "0.1"]
 
@@ -28,15 +30,6 @@ for _c in (_m.SequenceRiskCriterion, _m.SequenceRankingCriterion):
 """
 
 # fairseq's pytorch_ddp passes device_ids, which PyTorch refuses for a CPU module (as tests/test_ddp.py).
-CPU_DDP = """
-import torch
-import fairseq.models.distributed_fairseq_model as dfm
-class CpuDistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
-    def __init__(self, module, device_ids=None, output_device=None, **kwargs):
-        super().__init__(module, **kwargs)
-dfm.DistributedDataParallel = CpuDistributedDataParallel
-"""
-
 # Each rank records the seed and the candidates of every decode.
 RECORD_DECODES = """
 import json, os
@@ -347,25 +340,11 @@ def test_two_ranks_sampling_draw_different_candidates(toy_bin, baseline, tmp_pat
     assert (tmp_path / "ck" / "checkpoint_last.pt").exists()
 
 
-ONE_SGD_UPDATE = ["--optimizer", "sgd", "--lr", "1.0", "--max-tokens", "200", "--cpu", "--log-format", "simple",
-                  "--no-progress-bar", "--num-workers", "0", "--seed", "3", "--no-epoch-checkpoints", "--dropout",
-                  "0", "--max-update", "1", "--disable-validation"]
-
-
 def params_after_one_update(toy_bin, baseline, save_dir, criterion, mode):
-    args = [toy_bin, "--user-dir", USER_DIR, *TINY_MODEL, *ONE_SGD_UPDATE, "--finetune-from-model", baseline,
-            "--criterion", criterion, "--label-smoothing", "0.1", "--save-dir", save_dir]
+    extra = ["--finetune-from-model", baseline, "--criterion", criterion]
     if criterion != "label_smoothed_cross_entropy":
-        args += ["--seq-beam", "4", "--seq-max-len-b", "12", "--seq-combined-loss-alpha", "0.5"]
-    if mode == "single":
-        run_fairseq("train", [*args, "--update-freq", "2"])
-    else:
-        run_data_parallel_train([*args, "--ddp-backend", mode], python_prelude=CPU_DDP, timeout=300)
-    return torch.load(save_dir / "checkpoint_last.pt", weights_only=False)["model"]
-
-
-def max_diff(a, b):
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+        extra += ["--seq-beam", "4", "--seq-max-len-b", "12", "--seq-combined-loss-alpha", "0.5"]
+    return sgd_update(toy_bin, save_dir, extra, mode)
 
 
 def test_beam_two_ranks_equal_one_process_with_update_freq(toy_bin, baseline, tmp_path):
