@@ -293,6 +293,99 @@ def test_binarize_tiny_corpus_end_to_end(tmp_path):
     assert again == stamps and (data / "bin" / "dict.src.txt").stat().st_mtime_ns == mtime
 
 
+def given_vocabulary(tmp_path: Path):
+    """A "pretrained" SentencePiece model and a dictionary of its pieces in an order no build from the toy data
+    gives (reversed, plus symbols the data never has), as a pretrained model ships them."""
+    made = tmp_path / "pretrained"
+    make_raw(made, n_train=30)
+    train_spm(made, vocab_size=40, char=False, coverage=1.0, threads=1)
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(made / "spm.model"))
+    pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if not (sp.is_control(i) or sp.is_unknown(i))]
+    dictionary = made / "dict.txt"
+    write_lines(dictionary, [f"{p} {i + 1}" for i, p in enumerate(reversed(pieces))] + ["zzz 0", "<mask> 0"])
+    return made / "spm.model", dictionary
+
+
+def test_binarize_with_a_given_dictionary_and_sentencepiece_model(tmp_path, monkeypatch, capsys):
+    spm_model, dictionary = given_vocabulary(tmp_path)
+    data = tmp_path / "data"
+    make_raw(data)
+    from fairseq_eb.prep import binarize as module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("SentencePiece was trained")
+
+    monkeypatch.setattr(module, "train_spm", no_training)
+    stamps = binarize(data, max_src_pieces=5, dictionary=dictionary, spm_model=spm_model)
+    for side in ("src", "tgt"):  # the dictionary given, byte for byte, on both sides
+        assert (data / "bin" / f"dict.{side}.txt").read_bytes() == dictionary.read_bytes()
+    assert (data / "spm.model").read_bytes() == spm_model.read_bytes()
+    assert stamps["spm"] == {"given_spm_model": module.sha256_file(spm_model)}
+    assert stamps["bin"]["given_dict"] == module.sha256_file(dictionary)
+    assert set(stamps["unknown_percent"]) == {f"{s}.{side}" for s in ("train", "valid", "test") for side in
+                                              ("src", "tgt")} and not any(stamps["unknown_percent"].values())
+    # the binarised ids are the given dictionary's
+    from fairseq.data import Dictionary, data_utils
+
+    d = Dictionary.load(str(dictionary))
+    ids = data_utils.load_indexed_dataset(str(data / "bin" / "train.src-tgt.src"), d)
+    assert d.string(ids[0]) == (data / "spm" / "train.src").read_text(encoding="utf-8").splitlines()[0]
+    capsys.readouterr()
+
+    mtime = (data / "bin" / "dict.src.txt").stat().st_mtime_ns
+    assert binarize(data, max_src_pieces=5, dictionary=dictionary, spm_model=spm_model) == stamps
+    assert (data / "bin" / "dict.src.txt").stat().st_mtime_ns == mtime  # nothing re-ran
+    # another dictionary re-runs fairseq-preprocess only
+    with open(dictionary, "a", encoding="utf-8") as f:
+        f.write("yyy 0\n")
+    binarize(data, max_src_pieces=5, dictionary=dictionary, spm_model=spm_model)
+    err = capsys.readouterr().err
+    assert "spm.model is up to date" in err and "spm/ is up to date" in err and "--srcdict" in err
+    assert (data / "bin" / "dict.src.txt").read_bytes() == dictionary.read_bytes()
+    # without --dict: the dictionary is built from the data again (joined), the given model kept
+    monkeypatch.undo()
+    again = binarize(data, max_src_pieces=5, spm_model=spm_model)
+    assert "given_dict" not in again["bin"] and "unknown_percent" not in again
+    assert (data / "bin" / "dict.src.txt").read_bytes() != dictionary.read_bytes()
+    assert "zzz" not in (data / "bin" / "dict.src.txt").read_text()
+
+
+@pytest.mark.parametrize("case", ["no-spm", "bad-spm", "no-dict", "bad-line", "twice", "special", "vocab-size",
+                                  "char", "neither"])
+def test_binarize_refuses_a_given_vocabulary_it_cannot_use(tmp_path, capsys, case):
+    spm_model, dictionary = given_vocabulary(tmp_path)
+    data = tmp_path / "data"
+    make_raw(data)
+    bad = tmp_path / "bad"
+    argv, expected = {
+        "no-spm": lambda: (["--spm-model", str(bad)], f"--spm-model {bad}: no such file"),
+        "bad-spm": lambda: (["--spm-model", str(dictionary)],
+                            f"--spm-model {dictionary}: SentencePiece cannot load it ("),
+        "no-dict": lambda: (["--spm-model", str(spm_model), "--dict", str(bad)], f"--dict {bad}: no such file"),
+        "bad-line": lambda: (["--spm-model", str(spm_model), "--dict", write_lines(bad, ["a 1", "b"])],
+                             f"--dict {bad}, line 2: expected 'symbol count' (fairseq's dictionary format), got 'b'"),
+        "twice": lambda: (["--spm-model", str(spm_model), "--dict", write_lines(bad, ["a 1", "b 2", "a 3"])],
+                          f"--dict {bad}, line 3: symbol 'a' is listed twice"),
+        "special": lambda: (["--spm-model", str(spm_model), "--dict", write_lines(bad, ["a 1", "</s> 2"])],
+                            f"--dict {bad}, line 2: symbol '</s>' is listed twice"),
+        "vocab-size": lambda: (["--spm-model", str(spm_model), "--vocab-size", "40"],
+                               f"--vocab-size shape a SentencePiece model trained here; --spm-model {spm_model} is "
+                               "used as it is: leave them out"),
+        "char": lambda: (["--spm-model", str(spm_model), "--char"], "--char shape a SentencePiece model trained here"),
+        "neither": lambda: (["--dict", str(dictionary)],
+                            "--vocab-size is required to train a SentencePiece model (or give an existing one with "
+                            "--spm-model FILE)"),
+    }[case]()  # only this case writes its file
+    with pytest.raises(SystemExit) as e:
+        binarize_main(["--data", str(data), *argv])
+    assert e.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {expected}"), errors
+    assert sorted(p.name for p in data.iterdir()) == ["raw"]  # refused before any step
+
+
 def test_char_sentencepiece_on_chinese(tmp_path):
     data = tmp_path / "zh"
     raw = data / "raw"

@@ -6,9 +6,18 @@ the usual choice for Chinese. Sources are cut to ``--max-src-pieces`` pieces in 
 model's input); training/validation pairs whose target is longer than ``--max-tgt-pieces`` are
 dropped (a cut title would teach the model to stop mid-title), test targets are never touched.
 Each step records its inputs in ``DIR/binarize.json`` and is skipped when they are unchanged.
+
+To fine-tune a pretrained model, its own vocabulary must be kept: ``--spm-model FILE`` uses (copies to
+``DIR/spm.model``) an existing SentencePiece model instead of training one, and ``--dict FILE`` binarises with an
+existing fairseq dictionary (``fairseq-preprocess --srcdict FILE --tgtdict FILE``: one dictionary for both sides,
+``DIR/bin/dict.{src,tgt}.txt`` are FILE's lines) instead of building one from the training data. Both are checked
+before any step runs; the stamps record their sha256, so another file re-runs exactly the steps it feeds.
+``--vocab-size``, ``--char`` and ``--character-coverage`` only shape a model trained here: with ``--spm-model``
+they are refused rather than silently ignored.
 """
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,22 +88,105 @@ def encode_splits(data: Path, max_src: Optional[int], max_tgt: Optional[int]) ->
     return stats
 
 
-def run_preprocess(data: Path, workers: int) -> None:
-    """``fairseq-preprocess --joined-dictionary`` into ``data/bin`` (built in a temp dir, then moved)."""
+def run_preprocess(data: Path, workers: int, dictionary: Optional[Path] = None) -> str:
+    """``fairseq-preprocess`` into ``data/bin`` (built in a temp dir, then moved): ``--joined-dictionary`` built
+    from the training data, or ``--srcdict``/``--tgtdict`` ``dictionary`` for both sides; returns its log."""
     tmp, final = data / "bin.tmp", data / "bin"
     shutil.rmtree(tmp, ignore_errors=True)
     spm_dir = data / "spm"
+    vocab = (["--joined-dictionary"] if dictionary is None
+             else ["--srcdict", str(dictionary), "--tgtdict", str(dictionary)])
     cmd = [sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "src", "--target-lang", "tgt",
            "--trainpref", str(spm_dir / "train"), "--validpref", str(spm_dir / "valid"),
-           "--testpref", str(spm_dir / "test"), "--destdir", str(tmp), "--joined-dictionary",
-           "--workers", str(workers)]
-    log("running fairseq-preprocess --joined-dictionary")
+           "--testpref", str(spm_dir / "test"), "--destdir", str(tmp), *vocab, "--workers", str(workers)]
+    log(f"running fairseq-preprocess {' '.join(vocab)}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise PrepError(f"fairseq-preprocess failed (exit {proc.returncode}):\n"
                         f"{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    return proc.stdout + proc.stderr
+
+
+_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # fairseq's Dictionary holds these before the file's lines
+
+
+def read_dictionary(path: Path) -> List[str]:
+    """The symbols of a fairseq dictionary file, checked as fairseq's ``Dictionary.add_from_file`` reads it
+    (``symbol count`` lines, an optional ``#fairseq:overwrite`` flag, no symbol twice); PrepError naming
+    ``--dict`` and the line otherwise, before fairseq-preprocess fails on it with a traceback."""
+    where = f"--dict {path}"
+    if not Path(path).is_file():
+        raise PrepError(f"{where}: no such file (a fairseq dictionary: one 'symbol count' line per symbol)")
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise PrepError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    seen = set(_SPECIALS)
+    symbols = []
+    for number, line in enumerate(lines, 1):
+        parts = line.rstrip().rsplit(" ", 1)
+        overwrite = len(parts) == 2 and parts[1] == "#fairseq:overwrite"
+        if overwrite:
+            parts = parts[0].rsplit(" ", 1)
+        if len(parts) != 2 or not parts[0] or not re.fullmatch(r"-?\d+", parts[1]):
+            raise PrepError(f"{where}, line {number}: expected 'symbol count' (fairseq's dictionary format), "
+                            f"got {line[:80]!r}")
+        if parts[0] in seen and not overwrite:
+            raise PrepError(f"{where}, line {number}: symbol {parts[0]!r} is listed twice (fairseq's "
+                            f"{', '.join(_SPECIALS)} come first by themselves); add ' #fairseq:overwrite' to mean it")
+        seen.add(parts[0])
+        symbols.append(parts[0])
+    if not symbols:
+        raise PrepError(f"{where}: lists no symbols")
+    return symbols
+
+
+def check_spm_model(path: Path) -> List[str]:
+    """The pieces of an existing SentencePiece model; PrepError naming ``--spm-model`` when it cannot be loaded."""
+    where = f"--spm-model {path}"
+    if not Path(path).is_file():
+        raise PrepError(f"{where}: no such file (a SentencePiece model, e.g. mBART's sentence.bpe.model)")
+    import sentencepiece as spm
+
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(path))
+    except Exception as e:  # noqa: BLE001 - sentencepiece raises OSError/RuntimeError: one line either way
+        raise PrepError(f"{where}: SentencePiece cannot load it ({' '.join(str(e).split())[:160]})") from None
+    return [sp.id_to_piece(i) for i in range(sp.get_piece_size())
+            if not (sp.is_control(i) or sp.is_unknown(i))]
+
+
+def check_given_vocabulary(vocab_size: Optional[int], char: bool, coverage: Optional[float],
+                           dictionary: Optional[Path], spm_model: Optional[Path]) -> None:
+    """Refuse option combinations that cannot all apply, and warn when the dictionary and the pieces disagree."""
+    if spm_model is None:
+        if vocab_size is None:
+            raise PrepError("--vocab-size is required to train a SentencePiece model (or give an existing one with "
+                            "--spm-model FILE)")
+    else:
+        trained = [name for name, value in (("--vocab-size", vocab_size), ("--character-coverage", coverage))
+                   if value is not None] + (["--char"] if char else [])
+        if trained:
+            raise PrepError(f"{' and '.join(trained)} shape a SentencePiece model trained here; --spm-model "
+                            f"{spm_model} is used as it is: leave them out")
+    symbols = read_dictionary(dictionary) if dictionary is not None else None
+    pieces = check_spm_model(spm_model) if spm_model is not None else None
+    if symbols is not None and pieces is not None:
+        missing = len(set(pieces) - set(symbols))
+        if missing * 2 > len(pieces):
+            log(f"warning: {missing} of the {len(pieces)} pieces of --spm-model {spm_model} are not in --dict "
+                f"{dictionary}: are they from the same pretrained model? (those pieces become <unk>)")
+    elif symbols is not None:
+        log(f"warning: --dict {dictionary} without --spm-model: the pieces of a SentencePiece model trained here "
+            "are rarely the dictionary's; give the model the dictionary was made with")
+
+
+def unknown_rates(preprocess_log: str) -> Dict[str, float]:
+    """% of tokens fairseq-preprocess replaced by ``<unk>``, per split file (from its log)."""
+    found = re.findall(r"\[(\w+)\] (\S+): \d+ sents, \d+ tokens, ([\d.e+-]+)% replaced", preprocess_log)
+    return {f"{Path(name).name}": float(rate) for _, name, rate in found}
 
 
 def bin_outputs(data: Path) -> List[Path]:
@@ -117,37 +209,53 @@ def check_raw(data: Path) -> None:
                             "its target on the same line")
 
 
-def check_own_outputs(data: Path, stamps: Optional[dict]) -> None:
+def check_own_outputs(data: Path, stamps: Optional[dict], spm_model: Optional[Path] = None) -> None:
     """Refuse to replace ``bin/`` or ``spm.model`` that this preparer did not record (e.g. ``prep.finetune``'s
-    dictionary with ``<mask>``, or a fairseq-preprocess output of one's own)."""
+    dictionary with ``<mask>``, or a fairseq-preprocess output of one's own); ``--spm-model DIR/spm.model`` itself
+    is the user's choice."""
     if stamps:
         return
-    found = [name for name in ("spm.model", "bin") if (data / name).exists()]
+    given = spm_model is not None and (data / "spm.model").resolve() == Path(spm_model).resolve()
+    found = [name for name in ("spm.model", "bin") if (data / name).exists() and not (name == "spm.model" and given)]
     if found:
         raise PrepError(f"--data {data} holds {' and '.join(found)} that no binarize.json records (made by another "
                         "tool?); binarize a copy of raw/ in a new directory, or delete them to rebuild")
 
 
-def binarize(data: Path, vocab_size: int, char: bool = False, max_src_pieces: Optional[int] = None,
-             max_tgt_pieces: Optional[int] = None, coverage: Optional[float] = None, workers: int = 1) -> dict:
-    """Run the three steps (each skipped when up to date); return the contents of ``binarize.json``."""
+def binarize(data: Path, vocab_size: Optional[int] = None, char: bool = False, max_src_pieces: Optional[int] = None,
+             max_tgt_pieces: Optional[int] = None, coverage: Optional[float] = None, workers: int = 1,
+             dictionary: Optional[Path] = None, spm_model: Optional[Path] = None) -> dict:
+    """Run the three steps (each skipped when up to date); return the contents of ``binarize.json``.
+
+    ``spm_model``: use this SentencePiece model instead of training one (``vocab_size``, ``char`` and ``coverage``
+    must then be left out); ``dictionary``: binarise with this fairseq dictionary instead of building one.
+    """
     check_at_least_one(vocab_size=vocab_size, max_src_pieces=max_src_pieces, max_tgt_pieces=max_tgt_pieces)
+    check_given_vocabulary(vocab_size, char, coverage, dictionary, spm_model)
     check_raw(data)
     start = time.time()
     stamp_path = data / "binarize.json"
     stamps = read_json(stamp_path) or {}
-    check_own_outputs(data, stamps)
+    check_own_outputs(data, stamps, spm_model)
     raw = {f"{s}.{lang}": sha256_file(p) for s in SPLITS for lang, p in zip(("src", "tgt"), raw_paths(data, s))}
-    coverage = coverage if coverage is not None else (0.9995 if char else 1.0)
     threads = max(1, min(os.cpu_count() or 1, 8))
 
-    spm_key = {"raw_train": [raw["train.src"], raw["train.tgt"]], "vocab_size": vocab_size, "char": char,
-               "character_coverage": coverage}
+    if spm_model is not None:  # the user's model, by content (moving the file changes nothing)
+        spm_key = {"given_spm_model": sha256_file(spm_model)}
+    else:
+        coverage = coverage if coverage is not None else (0.9995 if char else 1.0)
+        spm_key = {"raw_train": [raw["train.src"], raw["train.tgt"]], "vocab_size": vocab_size, "char": char,
+                   "character_coverage": coverage}
     if _stamp_ok(stamps, "spm", spm_key, [data / "spm.model"]):
         log(f"{data}/spm.model is up to date")
     else:
         stamps = {}  # everything downstream is stale too
-        train_spm(data, vocab_size, char, coverage, threads)
+        if spm_model is None:
+            train_spm(data, vocab_size, char, coverage, threads)
+        else:
+            log(f"using the SentencePiece model {spm_model} (no training)")
+            if (data / "spm.model").resolve() != Path(spm_model).resolve():
+                shutil.copyfile(spm_model, data / "spm.model")
         stamps["spm"] = spm_key
         write_json(stamp_path, stamps)
 
@@ -163,12 +271,22 @@ def binarize(data: Path, vocab_size: int, char: bool = False, max_src_pieces: Op
         write_json(stamp_path, stamps)
 
     bin_key = {"encoded": {p.name: sha256_file(p) for p in encoded}}
+    if dictionary is not None:  # only then: stamps of a data directory binarised before --dict existed stay valid
+        bin_key["given_dict"] = sha256_file(dictionary)
     if _stamp_ok(stamps, "bin", bin_key, bin_outputs(data)):
         log(f"{data}/bin/ is up to date")
     else:
-        run_preprocess(data, workers)
+        output = run_preprocess(data, workers, dictionary)
         stamps["bin"] = bin_key
         stamps["dictionary_size"] = sum(1 for _ in open(data / "bin" / "dict.src.txt", encoding="utf-8"))
+        stamps.pop("unknown_percent", None)
+        if dictionary is not None:
+            stamps["unknown_percent"] = unknown_rates(output)
+            high = {name: rate for name, rate in stamps["unknown_percent"].items() if rate > 1.0}
+            if high:
+                log(f"warning: with --dict {dictionary}, fairseq-preprocess replaced "
+                    f"{', '.join(f'{r:.1f}% of {n}' for n, r in high.items())} by <unk>: the pieces are not the "
+                    "dictionary's (give the SentencePiece model it was made with: --spm-model)")
         write_json(stamp_path, stamps)
     log(f"done in {time.time() - start:.1f}s: {data}/bin (dictionary {stamps['dictionary_size']} + 4 specials)")
     return stamps
@@ -177,17 +295,25 @@ def binarize(data: Path, vocab_size: int, char: bool = False, max_src_pieces: Op
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, type=Path, help="directory holding raw/ (from a preparer)")
-    parser.add_argument("--vocab-size", required=True, type=int, help="SentencePiece vocabulary size (>= 1)")
+    parser.add_argument("--vocab-size", type=int,
+                        help="SentencePiece vocabulary size (>= 1); required unless --spm-model is given")
     parser.add_argument("--char", action="store_true", help="character-level model (Chinese)")
     parser.add_argument("--max-src-pieces", type=int, help="cut sources to this many pieces (>= 1; default: no cut)")
     parser.add_argument("--max-tgt-pieces", type=int,
                         help="drop train/valid pairs with longer targets (>= 1; default: keep all)")
     parser.add_argument("--character-coverage", type=float,
                         help="SentencePiece character coverage (default 0.9995 with --char, else 1.0)")
+    parser.add_argument("--spm-model", type=Path, metavar="FILE",
+                        help="use this SentencePiece model (e.g. a pretrained model's sentence.bpe.model) instead of "
+                        "training one; not with --vocab-size, --char or --character-coverage")
+    parser.add_argument("--dict", type=Path, metavar="FILE", dest="dictionary",
+                        help="binarise with this fairseq dictionary (e.g. a pretrained model's dict.txt; passed to "
+                        "fairseq-preprocess as --srcdict and --tgtdict) instead of building one from the data")
     parser.add_argument("--workers", type=int, default=1, help="fairseq-preprocess workers")
     args = parser.parse_args(argv)
     run_main(lambda: binarize(args.data, args.vocab_size, args.char, args.max_src_pieces,
-                              args.max_tgt_pieces, args.character_coverage, args.workers))
+                              args.max_tgt_pieces, args.character_coverage, args.workers,
+                              dictionary=args.dictionary, spm_model=args.spm_model))
 
 
 if __name__ == "__main__":

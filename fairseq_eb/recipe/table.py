@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from fairseq_eb.choices import check_choice
-from fairseq_eb.recipe import aggregate, curves, floor
+from fairseq_eb.recipe import aggregate, curves, floor, init_from
 from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.input_checks import check_floor_cache, check_run_options, load_chosen_checked
 from fairseq_eb.recipe.logged_command import echo
@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chosen", type=Path, default=None,
                    help="chosen.json of a sweep (python -m fairseq_eb.recipe.sweep): each method's settings tuned "
                    "on valid replace the configuration's defaults")
+    p.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
+                   help="fine-tune every run from this fairseq checkpoint (e.g. bart.base/model.pt): its architecture "
+                   "and model options replace the configuration's, its dictionary must be DATA/bin's, and the "
+                   "configuration's own pre-training is skipped (fairseq_eb/recipe/init_from.py)")
     return p
 
 
@@ -98,6 +102,8 @@ def validate(args: argparse.Namespace) -> None:
                 "(python -m fairseq_eb.prep.binarize --data DIR ...)")
     args.beams = sorted(set(args.beams))
     args.seeds = list(dict.fromkeys(args.seeds))
+    # read once here: every run's model options and --finetune-from-model come from it (make_specs)
+    args.init = init_from.setup(args.init_from, args.data) if getattr(args, "init_from", None) else None
 
 
 def device_args(device: str) -> List[str]:
@@ -139,8 +145,14 @@ def load_chosen(path: Optional[Path]) -> Dict[str, Dict[str, object]]:
 
 
 def pretrain_spec(args: argparse.Namespace) -> Optional[PretrainSpec]:
-    """The configuration's one pre-training (run alone, on every core), or None when it has none."""
+    """The configuration's one pre-training (run alone, on every core), or None when it has none or every run
+    fine-tunes from ``--init-from``."""
     cfg = get_config(args.config)
+    user = getattr(args, "init", None)
+    if user is not None:
+        echo(f"[recipe] every run fine-tunes from --init-from {user.checkpoint} ({' '.join(user.model_options)})"
+             + ("; the configuration's own pre-training is skipped" if cfg.pretrain_args else ""))
+        return None
     if not cfg.pretrain_args:
         return None
     check_pretrain_data(args.data)
@@ -160,8 +172,13 @@ def make_specs(args: argparse.Namespace, variants: Optional[Dict[str, List[Dict[
 
     ``variants``: method -> [{"variant", "args"}]; a method without an entry runs the configuration's own
     settings (variant ``default``). The same directory serves a sweep (valid) and a table (test).
+    With ``--init-from`` (``args.init``), the checkpoint's model options replace the configuration's and every run
+    fine-tunes from it (:mod:`fairseq_eb.recipe.init_from`).
     """
     cfg = get_config(args.config)
+    user = getattr(args, "init", None)
+    if user is not None:
+        cfg, init = user.config(cfg), user.run_fields()
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     dev = device_args(args.device)
     extra = shlex.split(args.train_args)
@@ -192,8 +209,11 @@ def _continuing(stage: RunSpec, specs: Sequence[RunSpec]) -> RunSpec:
 
 def identity(args: argparse.Namespace, chosen: Dict[str, Dict[str, object]]) -> Dict[str, object]:
     """What makes two invocations the same experiment (methods, seeds and beams may grow)."""
-    return {"data": data_fingerprint(args.data), "config": args.config, "tokenize": args.tokenize,
-            "train_args": args.train_args, "device": args.device, "chosen": chosen}
+    ident = {"data": data_fingerprint(args.data), "config": args.config, "tokenize": args.tokenize,
+             "train_args": args.train_args, "device": args.device, "chosen": chosen}
+    if getattr(args, "init", None) is not None:  # the user's checkpoint, by content
+        ident["init_from"] = args.init.sha256
+    return ident
 
 
 def check_identity(args: argparse.Namespace, ident: Dict[str, object]) -> None:
@@ -406,6 +426,9 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
     md = [f"# {name}: {' vs '.join(labels[m] for m in args.methods)} (config `{args.config}`, "
           f"seeds {seeds_txt}, test split, mean ± std over seeds, scores × 100, {args.tokenize}-level)", "",
           selection_note(args.config), "",
+          *([f"Every run fine-tuned from `--init-from {args.init.checkpoint}` (`{' '.join(args.init.model_options)}`, "
+             f"sha256 {args.init.sha256[:12]}…); the configuration's model options and pre-training were not used.",
+             ""] if getattr(args, "init", None) is not None else []),
           aggregate.reference_table(summary, args.methods, labels, args.beams, name), "",
           aggregate.long_table(summary, args.methods, labels, args.beams, floor_scores, floor_label), "",
           "ROUGE-L of each method minus the baseline's, paired by seed (mean ± std of the per-seed differences; "
@@ -463,6 +486,7 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
         "config_description": cfg.description, "methods": args.methods, "seeds": args.seeds, "beams": args.beams,
         "tokenize": args.tokenize, "chosen": chosen, "summary": summary, "summary_by_selection": summaries,
         "floor": floor_result, "pretrain": pretrain, "wall_s": round(wall_s, 1),
+        "init_from": args.init.record() if getattr(args, "init", None) is not None else None,
         "diagnostics": diagnostics(results),
         "paired_rouge_l": {m: {b: aggregate.paired_delta(summary, m, b) for b in args.beams}
                            for m in args.methods if m != "baseline"},
