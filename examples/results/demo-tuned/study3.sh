@@ -6,9 +6,9 @@ cd /work/study3
 export PYTHONPATH=/work/study3
 PY=/work/main/.venv/bin/python
 D=/work/main/data/debian; O=/work/main/runs/demo-tuned
-$PY -m fairseq_eb.recipe.sweep --data $D --out $O --config demo --methods baseline rr gp --seeds 1 \
+$PY -m fairseq_eb.recipe.sweep --data $D --out $O --config demo_v1 --methods baseline rr gp --seeds 1 \
    --beams 1 2 3 --jobs 2 --threads 1 --name debian
 for seeds in "1" "1 2" "1 2 3"; do
-  $PY -m fairseq_eb.recipe.table --data $D --out $O --config demo --methods baseline rr gp --seeds $seeds \
+  $PY -m fairseq_eb.recipe.table --data $D --out $O --config demo_v1 --methods baseline rr gp --seeds $seeds \
      --beams 1 2 3 --jobs 2 --threads 1 --name debian --chosen $O/sweep/chosen.json
 done
