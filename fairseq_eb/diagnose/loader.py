@@ -60,13 +60,21 @@ def load(checkpoint: str, data_bin: str, subset: str = "valid", user_dir: Option
         task.load_dataset(subset)
     except (FileNotFoundError, KeyError) as e:
         raise DiagnoseError(f"--subset {subset}: no such split in {data_bin} ({e})") from e
-    dataset = task.dataset(subset)
-    if getattr(dataset, "tgt", None) is None:
+    if not _has_target(task.dataset(subset)):
         raise DiagnoseError(f"--subset {subset}: split has no target side in {data_bin}; references are needed")
     use_cuda = torch.cuda.is_available() and not cpu
     device = torch.device("cuda" if use_cuda else "cpu")
     model.to(device).eval()
     return Loaded(model=model, task=task, cfg=cfg, subset=subset, device=device)
+
+
+def _has_target(dataset) -> bool:
+    """Whether every sentence of ``dataset`` has a target: a language-pair dataset with one, or a concatenation of
+    such datasets (a multilingual task's split holds one per language pair)."""
+    if getattr(dataset, "tgt", None) is not None:
+        return True
+    parts = getattr(dataset, "datasets", None)
+    return bool(parts) and all(_has_target(part) for part in parts)
 
 
 def batches(loaded: Loaded, max_sentences: Optional[int] = None, max_tokens: int = 4096,
@@ -81,6 +89,8 @@ def batches(loaded: Loaded, max_sentences: Optional[int] = None, max_tokens: int
 
     task, model = loaded.task, loaded.model
     dataset = task.dataset(loaded.subset)
+    if getattr(dataset, "datasets", None):  # a multilingual split: one dataset per pair, each numbering from 0
+        dataset = _GlobalIds(dataset)
     if max_sentences is not None:
         dataset = _FirstN(dataset, max_sentences)
     itr = task.get_batch_iterator(
@@ -90,6 +100,18 @@ def batches(loaded: Loaded, max_sentences: Optional[int] = None, max_tokens: int
         num_workers=0,
     ).next_epoch_itr(shuffle=False)
     return len(itr), itr
+
+
+def _GlobalIds(dataset):
+    """Wrap a concatenation of datasets so that every sentence's ``id`` is its index in the concatenation (the
+    parts number their sentences from 0 each, and sentences are told apart by id)."""
+    from fairseq.data import BaseWrapperDataset  # lazily: this package imports without fairseq
+
+    class GlobalIds(BaseWrapperDataset):
+        def __getitem__(self, index):
+            return {**self.dataset[index], "id": index}
+
+    return GlobalIds(dataset)
 
 
 def _FirstN(dataset, n: int):

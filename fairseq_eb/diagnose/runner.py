@@ -54,13 +54,18 @@ def _progress(enabled: bool, done: int, total: int) -> None:
 
 
 def _recovery_batch(model, sample: dict, pad: int, lprobs: Tensor, rates: Sequence[float], seed: int,
-                    batch_index: int, sums: Dict, inputs_hook: Optional[Callable] = None) -> None:
-    """Add one batch to the (kind, rate) sums; the clean pass ``lprobs`` is given."""
+                    batch_index: int, sums: Dict, inputs_hook: Optional[Callable] = None,
+                    protected: Optional[Tensor] = None) -> None:
+    """Add one batch to the (kind, rate) sums; the clean pass ``lprobs`` is given. ``protected``: the task's
+    structure symbols (language tags, EOS, ...), never selected, replaced nor put in place of a word."""
     prev, target = sample["net_input"]["prev_output_tokens"], sample["target"]
     nll_clean = -lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     pred_clean = lprobs.argmax(dim=-1)
     correct_clean = pred_clean.eq(target)
     eligible = eligible_positions(prev, pad)
+    if protected is not None:
+        protected = protected.to(prev.device)
+        eligible = eligible & ~torch.isin(prev, protected)
     real = target.ne(pad)
     device = prev.device
     for kind_index, kind in enumerate(KINDS):
@@ -69,11 +74,13 @@ def _recovery_batch(model, sample: dict, pad: int, lprobs: Tensor, rates: Sequen
             gen = torch.Generator(device=device)
             gen.manual_seed(replacement_seed(seed, batch_index, 0, kind_index))
             if kind == "own":
-                selected = select_positions(prev, pad, selection_draws(prev, gen), rate)
+                selected = select_positions(prev, pad, selection_draws(prev, gen), rate) & eligible
                 corrupted = own_prediction_inputs(prev, pred_clean, selected)
+                if protected is not None:  # a guessed structure symbol keeps the gold token
+                    corrupted = torch.where(torch.isin(corrupted, protected), prev, corrupted)
             else:
                 corrupted, selected = corrupt_decoder_input(prev, pad=pad, sample_prob=1.0, token_prob=rate,
-                                                            pool="target", generator=gen)
+                                                            pool="target", generator=gen, protected=protected)
             changed = corrupted.ne(prev)
             if inputs_hook is not None:
                 inputs_hook(kind, rate, sample, selected, corrupted, pred_clean)
@@ -94,20 +101,33 @@ def _collate(seqs: List[Tensor], pad: int, eos: int, move_eos_to_beginning: bool
     return data_utils.collate_tokens(seqs, pad, eos, left_pad=False, move_eos_to_beginning=move_eos_to_beginning)
 
 
+def _first_inputs(prev_output_tokens: Tensor, pad: int) -> Tensor:
+    """(B, 1) each row's first decoder input (its first non-PAD token): EOS for fairseq's translation tasks,
+    the target-language tag for mBART's."""
+    first = prev_output_tokens.ne(pad).to(torch.uint8).argmax(dim=1, keepdim=True)
+    return prev_output_tokens.gather(1, first)
+
+
 def diagnose_batches(model, tgt_dict, batches: Iterable[dict], make_generator: Callable[[int], object], *,
                      rates: Sequence[float] = DEFAULT_RATES, beams: Sequence[int] = DEFAULT_BEAMS,
                      seed: int = 1, n_batches: Optional[int] = None, progress: bool = False,
-                     inputs_hook: Optional[Callable] = None) -> Dict[str, object]:
+                     inputs_hook: Optional[Callable] = None, protected: Optional[Tensor] = None) -> Dict[str, object]:
     """Everything measured on the model itself; texts (as dictionary strings) are returned for scoring.
 
     Returns ``{"teacher_forced", "recovery", "search", "sentences"}``; ``sentences`` maps each id to its
     reference and per-beam hypothesis strings (``tgt_dict.string``) and token lengths.
     ``make_generator(beam)`` returns a fairseq ``SequenceGenerator``-like object (``generate([model], sample)``).
     ``inputs_hook(kind, rate, sample, selected, corrupted, predictions)`` sees every corrupted decoder input
-    (for tests).
+    (for tests). ``protected`` (1-D ids, the task's structure symbols: language tags, EOS, ``<mask>``) are never
+    corrupted nor scored as text, and a prefix of them every reference starts with (a multilingual task's
+    target-language tag) is forced when decoding, as the task's generation does; None: the translation task's
+    behaviour (BOS/PAD alone are special).
     """
     validate_options(list(beams), list(rates))
+    from fairseq_eb.sequence.candidates import forced_prefix
+
     pad, eos = tgt_dict.pad(), tgt_dict.eos()
+    not_text = None if protected is None else {int(i) for i in protected}  # left out of strings and lengths
     rates = sorted({float(r) for r in rates})
     beams = sorted(set(beams))
     generators = {b: make_generator(b) for b in beams}
@@ -128,18 +148,22 @@ def diagnose_batches(model, tgt_dict, batches: Iterable[dict], make_generator: C
             tf["nll"] += float(-tok_lp[real].double().sum())
             tf["correct"] += int(lprobs.argmax(-1).eq(target)[real].sum())
             tf["ntokens"] += int(real.sum())
-            _recovery_batch(model, sample, pad, lprobs, rates, seed, batch_index, sums, inputs_hook)
+            _recovery_batch(model, sample, pad, lprobs, rates, seed, batch_index, sums, inputs_hook, protected)
+            prefix = None if protected is None else forced_prefix(target, protected)
+            first_inputs = _first_inputs(sample["net_input"]["prev_output_tokens"], pad)
 
             ref_sum, ref_len = sequence_scores(lprobs, target, pad)
             refs = [target[i][real[i]] for i in range(target.size(0))]
             ids = [int(i) for i in sample["id"]]
             for i, sid in enumerate(ids):
-                sentences[sid] = {"ref": tgt_dict.string(refs[i]), "hyps": {}, "hyp_tokens": {}}
+                sentences[sid] = {"ref": tgt_dict.string(refs[i], extra_symbols_to_ignore=not_text), "hyps": {},
+                                  "hyp_tokens": {}}
             for b in beams:
-                hypos = generators[b].generate([model], sample)
+                hypos = generators[b].generate([model], sample, prefix_tokens=prefix)
                 best = [h[0]["tokens"] for h in hypos]
                 hyp_target = _collate(best, pad, eos, False)
                 hyp_prev = _collate(best, pad, eos, True)
+                hyp_prev[:, :1] = first_inputs  # the decoder input the hypothesis was decoded after
                 hyp_sum, hyp_len = sequence_scores(teacher_forced_lprobs(model, sample, hyp_prev), hyp_target, pad)
                 same = torch.tensor([h.numel() == r.numel() and bool(h.eq(r).all()) for h, r in zip(best, refs)])
                 rec = search[b]
@@ -149,8 +173,9 @@ def diagnose_batches(model, tgt_dict, batches: Iterable[dict], make_generator: C
                 rec["hyp_len"].append(hyp_len.cpu())
                 rec["same"].append(same)
                 for i, sid in enumerate(ids):
-                    sentences[sid]["hyps"][b] = tgt_dict.string(best[i])
-                    sentences[sid]["hyp_tokens"][b] = int(best[i].ne(eos).sum())
+                    sentences[sid]["hyps"][b] = tgt_dict.string(best[i], extra_symbols_to_ignore=not_text)
+                    words = best[i].ne(eos) if protected is None else ~torch.isin(best[i], protected.to(best[i].device))
+                    sentences[sid]["hyp_tokens"][b] = int(words.sum())
             done += 1
             _progress(progress, done, n_batches or done)
     if tf["ntokens"] == 0:
@@ -252,14 +277,16 @@ def run_diagnosis(data_bin: str, checkpoint: str, *, subset: str = "valid",
             yield utils.move_to_cuda(sample) if use_cuda else sample
 
     def make_generator(beam: int):
+        # keep_inference_langtok: a multilingual task keeps the forced tag in the output (stripped from the texts
+        # here), since one batch may hold several target languages
         gen_args = Namespace(beam=beam, max_len_a=max_len_a, max_len_b=max_len_b, min_len=1, lenpen=1.0,
-                             unkpen=0.0, temperature=1.0, no_repeat_ngram_size=0)
+                             unkpen=0.0, temperature=1.0, no_repeat_ngram_size=0, keep_inference_langtok=True)
         return task.build_generator([model], gen_args)
 
     torch.manual_seed(seed)
     measured = diagnose_batches(model, task.target_dictionary, on_device(itr), make_generator,
                                 rates=corrupt_rates, beams=beams, seed=seed, n_batches=n_batches,
-                                progress=progress)
+                                progress=progress, protected=getattr(task, "protected", None))
     sentences = measured.pop("sentences")
     beams_sorted = sorted(set(beams))
     decode = _reference_decoder([s["ref"] for s in sentences.values()]
