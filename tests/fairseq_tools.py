@@ -103,3 +103,19 @@ def run_data_parallel_train(args: Sequence[str], world_size: int = 2, python_pre
     if failed and check:  # report every rank: the first to fail is often not rank 0
         raise AssertionError("\n\n".join(failed))
     return results
+
+
+def keep_float64_softmax(monkeypatch) -> None:
+    """fairseq takes log-softmax and attention softmax in float32 even for a float64 model; keep float64 models in
+    float64 (for models built after this) so comparisons with independent computations can be tight."""
+    import fairseq.utils
+    import torch
+    import torch.nn.functional as F
+
+    def keeping(fn):
+        def wrapped(x, dim, onnx_trace=False):
+            return fn(x, dim=dim, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+        return wrapped
+
+    monkeypatch.setattr(fairseq.utils, "log_softmax", keeping(F.log_softmax))
+    monkeypatch.setattr(fairseq.utils, "softmax", keeping(F.softmax))

@@ -35,23 +35,15 @@ from fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp import (  # noqa
 from fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp import (  # noqa: E402
     LabelSmoothedCrossEntropyWithGpCriterionConfig as GpConfig,
 )
+from tests.fairseq_tools import keep_float64_softmax  # noqa: E402
 
 LS = 0.1  # label smoothing used throughout, so the smoothing term is covered too
 
 
 @pytest.fixture(autouse=True)
 def float64_log_softmax(monkeypatch):
-    """fairseq computes log-probabilities and encoder-decoder attention softmax in float32 even for a
-    float64 model; keep float64 models in float64 so the comparisons and finite differences can be tight."""
-    import fairseq.utils
-
-    def keep64(fn):
-        def wrapped(x, dim, onnx_trace=False):
-            return fn(x, dim=dim, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-        return wrapped
-
-    monkeypatch.setattr(fairseq.utils, "log_softmax", keep64(F.log_softmax))
-    monkeypatch.setattr(fairseq.utils, "softmax", keep64(F.softmax))
+    """Float64 models stay in float64 so the comparisons and finite differences can be tight."""
+    keep_float64_softmax(monkeypatch)
 
 
 def _math_sdpa():

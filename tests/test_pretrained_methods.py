@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import tests.test_pretrained_tasks as pretrained
-from tests.fairseq_tools import USER_DIR, run_fairseq
+from tests.fairseq_tools import USER_DIR, keep_float64_softmax, run_fairseq
 from tests.test_pretrained_tasks import BART, MULTI, TAGS, TASK_ARGS, TRAIN_COMMON, tiny
 
 data = pretrained.data  # the binarised two-pair toy (a module-scoped fixture)
@@ -29,18 +29,11 @@ LS = 0.1
 
 @pytest.fixture
 def float64_model(monkeypatch):
-    """fairseq takes log-softmax, attention softmax and BART's GELU in float32 even for a float64 model; keep
-    float64 in float64 (for models built after this) so the criterion and the reference can be compared to ~1e-10."""
+    """Softmaxes and BART's GELU (fairseq takes it in float32 too) stay in float64 for models built after this, so
+    the criterion and the reference can be compared to ~1e-10."""
     import fairseq.modules
-    import fairseq.utils
 
-    def keeping(fn):
-        def wrapped(x, dim, onnx_trace=False):
-            return fn(x, dim=dim, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-        return wrapped
-
-    monkeypatch.setattr(fairseq.utils, "log_softmax", keeping(F.log_softmax))
-    monkeypatch.setattr(fairseq.utils, "softmax", keeping(F.softmax))
+    keep_float64_softmax(monkeypatch)
     monkeypatch.setattr(fairseq.modules, "gelu", F.gelu)
 
 
