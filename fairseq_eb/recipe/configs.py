@@ -145,35 +145,34 @@ _register(RecipeConfig(
 # valid ROUGE-L at beam 1 / 2 / 3 of the baseline 24.69 / 25.86 / 26.42 (seed 1) against 24.34 / 25.33 / 26.08 for
 # 1,300 x 4,096 and a valid floor (first 10 source words) of 23.88; 4,000 x 1,024 at 2e-3 was worse (24.11 at
 # beam 1), 2,600 x 2,048 better (25.48) but 1.3x the time (examples/results/README.md, "The demo's budget").
+def _demo(name: str, description: str, updates: int, tokens: int, lr: float, warmup: int, validate_every: int,
+          log_interval: int) -> RecipeConfig:
+    # the demo's model and schedule; RR's replacement rate ramps up over the first half of the budget
+    return RecipeConfig(
+        name=name, description=description,
+        train_args=tuple(_transformer(2, 128, 512, 4) + _adam(lr, warmup, updates)
+                         + _budget_by_loss(updates, validate_every) + [
+            "--max-tokens", str(tokens), "--dropout", "0.0", "--label-smoothing", "0.1",
+            "--log-interval", str(log_interval),
+        ]),
+        rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
+                 "--replace-warmup-updates", str(updates // 2)),
+        ss_args=_ss(updates),
+    )
+
+
 _DEMO_UPDATES = 2000
-_register(RecipeConfig(
-    name="demo",
-    description=f"README demo: 2+2-layer d=128 pre-norm transformer, {_DEMO_UPDATES:,} updates of 2,048 tokens; "
-    "three methods on 2 CPU cores in about 15 min",
-    train_args=tuple(_transformer(2, 128, 512, 4) + _adam(3e-3, 300, _DEMO_UPDATES)
-                     + _budget_by_loss(_DEMO_UPDATES, 500) + [
-        "--max-tokens", "2048", "--dropout", "0.0", "--label-smoothing", "0.1", "--log-interval", "100",
-    ]),
-    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
-             "--replace-warmup-updates", str(_DEMO_UPDATES // 2)),
-    ss_args=_ss(_DEMO_UPDATES),
-))
+_register(_demo("demo", f"README demo: 2+2-layer d=128 pre-norm transformer, {_DEMO_UPDATES:,} updates of 2,048 "
+                "tokens; three methods on 2 CPU cores in about 15 min",
+                _DEMO_UPDATES, tokens=2048, lr=3e-3, warmup=300, validate_every=500, log_interval=100))
 
 # The demo until 2026-12 (1,000 updates of 4,096 tokens, Adam 4e-3; 6e-3 was unstable across seeds, 1e-2
 # diverged): every demo table committed before then (examples/results/demo*, large) was measured with it. Its
 # baseline scored below the first-10-source-words floor at beam 1 (test ROUGE-L 23.54 vs 24.29).
 _DEMO_V1_UPDATES = 1000
-_register(RecipeConfig(
-    name="demo_v1",
-    description=f"the README demo before 2026-12: {_DEMO_V1_UPDATES:,} updates of 4,096 tokens (its committed tables)",
-    train_args=tuple(_transformer(2, 128, 512, 4) + _adam(4e-3, 150, _DEMO_V1_UPDATES)
-                     + _budget_by_loss(_DEMO_V1_UPDATES, 250) + [
-        "--max-tokens", "4096", "--dropout", "0.0", "--label-smoothing", "0.1", "--log-interval", "50",
-    ]),
-    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
-             "--replace-warmup-updates", str(_DEMO_V1_UPDATES // 2)),
-    ss_args=_ss(_DEMO_V1_UPDATES),
-))
+_register(_demo("demo_v1", f"the README demo before 2026-12: {_DEMO_V1_UPDATES:,} updates of 4,096 tokens (its "
+                "committed tables)",
+                _DEMO_V1_UPDATES, tokens=4096, lr=4e-3, warmup=150, validate_every=250, log_interval=50))
 
 # Equal budgets (docs/evaluating.md): the comparison configurations below train every method and seed to the same
 # --max-update without early stopping and select among all validations. The tables committed before that rule ran
