@@ -25,6 +25,12 @@ prints that line and exits with status 2, as for a bad option.
 fairseq never destroys its process group. Since torch 2.x, a gloo rank that reaches interpreter shutdown
 with the group alive can abort (SIGABRT, "terminate called without an active exception") after a training
 that succeeded; we destroy the group at exit instead.
+
+fairseq prefetches batches in a daemon thread (``BackgroundConsumer``, ``--data-buffer-size`` ahead). When
+training stops before that buffer is full, the thread is still collating (torch code with the GIL released)
+as the interpreter finalises; it then tries to retake the GIL, is unwound through a C++ frame and the process
+aborts (SIGABRT, same message) after a training that succeeded. At exit we let it finish the batch at hand
+and stop.
 """
 from __future__ import annotations
 
@@ -37,8 +43,11 @@ import inspect
 import io
 import os
 import pickle
+import queue
 import re
 import sys
+import threading
+import time
 import typing
 from typing import Any, Callable, List, Sequence
 
@@ -319,6 +328,30 @@ def _destroy_gloo_group_at_exit() -> None:
     atexit.register(destroy)
 
 
+def stop_prefetch_threads(timeout: float = 30.0) -> int:
+    """Stop fairseq's batch-prefetching threads; return how many were still running.
+
+    Each thread finishes the batch it is collating, hands it over (we drain its queue so ``put`` never
+    blocks) and ends. Bounded by ``timeout`` seconds in all: a thread stuck in a data-loader worker is left as
+    it is. Relies on ``BackgroundConsumer``'s ``_queue``/``_max_len`` (fairseq 0.12); absent, nothing is done.
+    """
+    iterators = sys.modules.get("fairseq.data.iterators")
+    consumer_type = getattr(iterators, "BackgroundConsumer", None)
+    if consumer_type is None:
+        return 0
+    running = [t for t in threading.enumerate()
+               if isinstance(t, consumer_type) and t.is_alive() and hasattr(t, "_queue") and hasattr(t, "_max_len")]
+    deadline = time.monotonic() + timeout
+    for thread in running:
+        thread._max_len = 0  # the loop breaks after its next put
+        while thread.is_alive() and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    thread._queue.get_nowait()
+            thread.join(0.01)
+    return len(running)
+
+
 def apply() -> None:
     """Install the shims (idempotent)."""
     global _APPLIED
@@ -333,5 +366,6 @@ def apply() -> None:
                "_fairseq_eb_one_line")
     _numpy_compat_namespace()
     _destroy_gloo_group_at_exit()
+    atexit.register(stop_prefetch_threads)
     _exit_2_on_checkpoint_errors()
     _APPLIED = True
