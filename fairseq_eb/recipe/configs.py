@@ -115,6 +115,20 @@ def _ss(total_updates: int) -> Tuple[str, ...]:
                                    "--replace-schedule-updates", str(total_updates))
 
 
+def _stage(updates: int, validate_every: int, lr: float) -> Tuple[str, ...]:
+    # overrides of the configuration's schedule for a stage: linear decay from lr to 0 over the stage
+    return ("--lr", str(lr), "--warmup-updates", "0", "--total-num-update", str(updates), "--max-update",
+            str(updates), "--validate-interval-updates", str(validate_every), "--save-interval-updates",
+            str(validate_every))
+
+
+# the sequence-level criteria's defaults for both stage regimes (the sweep varies K, A, alpha / margin)
+_MRT_ARGS = ("--seq-beam", "4", "--seq-max-len-b", "48", "--seq-metric", "rouge_l",
+             "--seq-combined-loss-alpha", "0.5", "--seq-risk-scale", "1.0")
+_RANK_ARGS = ("--seq-beam", "4", "--seq-max-len-b", "48", "--seq-metric", "rouge_l",
+              "--seq-combined-loss-alpha", "0.5", "--seq-rank-margin", "0.001", "--seq-length-penalty", "1.0")
+
+
 CONFIGS: Dict[str, RecipeConfig] = {}
 
 
@@ -204,6 +218,9 @@ _register(RecipeConfig(
 # long), and early stopping by valid BLEU (patience 3 x 300 updates). ~15 min per baseline run on one thread
 # (measured: examples/results/README.md, section C).
 _CONVERGED_CPU_MAX = 2400
+# Stage methods continue the baseline's selected checkpoint for 300 updates (1/8 of its budget; finetune's 400 is
+# 1/3 of its, but a sequence-level update here costs ~8x a token-level one on 2 cores) at finetune's stage rate.
+CONVERGED_CPU_STAGE_UPDATES = 300
 
 
 def _converged_cpu(name: str, max_update: int, validate_every: int, description: str) -> RecipeConfig:
@@ -218,6 +235,9 @@ def _converged_cpu(name: str, max_update: int, validate_every: int, description:
                  "--replace-warmup-updates", str(max_update // 2)),
         ss_args=_ss(max_update),
         generate_args=("--batch-size", "256", "--max-len-a", "0", "--max-len-b", "48"),
+        stage_args=_stage(CONVERGED_CPU_STAGE_UPDATES, 50, 1e-4),
+        mrt_args=_MRT_ARGS,
+        rank_args=_RANK_ARGS,
     )
 
 
@@ -266,11 +286,6 @@ FT_UPDATES = 1200
 FT_STAGE_UPDATES = 400
 
 
-def _stage(updates: int, validate_every: int, lr: float) -> Tuple[str, ...]:
-    # overrides of the configuration's schedule for a stage: linear decay from lr to 0 over the stage
-    return ("--lr", str(lr), "--warmup-updates", "0", "--total-num-update", str(updates), "--max-update",
-            str(updates), "--validate-interval-updates", str(validate_every), "--save-interval-updates",
-            str(validate_every))
 _register(RecipeConfig(
     name="finetune",
     description=f"denoising pre-training (1,200 updates on the training-split text) then fine-tuning a 2+2-layer "
@@ -283,10 +298,8 @@ _register(RecipeConfig(
     ss_args=_ss(FT_UPDATES),
     average_last=5,
     stage_args=_stage(FT_STAGE_UPDATES, 50, 1e-4),
-    mrt_args=("--seq-beam", "4", "--seq-max-len-b", "48", "--seq-metric", "rouge_l",
-              "--seq-combined-loss-alpha", "0.5", "--seq-risk-scale", "1.0"),
-    rank_args=("--seq-beam", "4", "--seq-max-len-b", "48", "--seq-metric", "rouge_l",
-               "--seq-combined-loss-alpha", "0.5", "--seq-rank-margin", "0.001", "--seq-length-penalty", "1.0"),
+    mrt_args=_MRT_ARGS,
+    rank_args=_RANK_ARGS,
 ))
 
 # `finetune` as the committed tables before equal budgets ran it (examples/results/finetune/): early stopping
