@@ -281,7 +281,12 @@ def test_binarize_tiny_corpus_end_to_end(tmp_path):
     test_src = (data / "raw" / "test.src").read_text().splitlines()
     long_sources = sum(1 for line in test_src if len(sp.encode(line, out_type=str)) > 5)  # counted independently
     assert long_sources > 0
-    assert stamps["encode_stats"]["test"] == {"pairs": 5, "dropped_long_target": 0, "truncated_source": long_sources}
+    test_tgt = (data / "raw" / "test.tgt").read_text().splitlines()
+    tgt_mean = sum(len(sp.encode(line, out_type=str)) for line in test_tgt) / len(test_tgt)
+    src_mean = sum(min(5, len(sp.encode(line, out_type=str))) for line in test_src) / len(test_src)
+    assert stamps["encode_stats"]["test"] == {"pairs": 5, "dropped_long_target": 0, "truncated_source": long_sources,
+                                              "src_pieces_mean": round(src_mean, 2),
+                                              "tgt_pieces_mean": round(tgt_mean, 2)}
     assert [len(line.split()) for line in (data / "spm" / "test.src").read_text().splitlines()] == [
         min(5, len(sp.encode(line, out_type=str))) for line in test_src]
     for name in ("dict.src.txt", "dict.tgt.txt", "train.src-tgt.src.bin", "test.src-tgt.tgt.idx"):

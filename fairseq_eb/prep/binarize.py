@@ -25,7 +25,23 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from fairseq_eb.prep.common import SPLITS, PrepError, log, raw_paths, read_json, run_main, sha256_file, write_json
+from fairseq_eb.prep.common import (
+    SPLITS,
+    PrepError,
+    all_splits,
+    log,
+    raw_paths,
+    read_json,
+    run_main,
+    sha256_file,
+    write_json,
+)
+
+
+def extra_test_splits(data: Path) -> List[str]:
+    """Test sets beyond train/valid/test that a preparer wrote (``raw/ood.src`` -> ``ood``): encoded and binarised
+    like ``test`` (targets never dropped), decoded with ``--gen-subset NAME``."""
+    return [s for s in all_splits(p.name[:-4] for p in (data / "raw").glob("*.src")) if s not in SPLITS]
 
 
 def _stamp_ok(stamps: dict, step: str, key: dict, outputs: List[Path]) -> bool:
@@ -59,7 +75,7 @@ def encode_splits(data: Path, max_src: Optional[int], max_tgt: Optional[int]) ->
     sp = spm.SentencePieceProcessor(model_file=str(data / "spm.model"))
     (data / "spm").mkdir(exist_ok=True)
     stats = {}
-    for split in SPLITS:
+    for split in all_splits(extra_test_splits(data)):
         src_path, tgt_path = raw_paths(data, split)
         src_lines = src_path.read_text(encoding="utf-8").splitlines()
         tgt_lines = tgt_path.read_text(encoding="utf-8").splitlines()
@@ -69,7 +85,7 @@ def encode_splits(data: Path, max_src: Optional[int], max_tgt: Optional[int]) ->
         tgt_pieces = sp.encode(tgt_lines, out_type=str)
         truncated = sum(1 for p in src_pieces if max_src and len(p) > max_src)
         keep = [i for i, t in enumerate(tgt_pieces)
-                if split == "test" or not max_tgt or len(t) <= max_tgt]
+                if split not in ("train", "valid") or not max_tgt or len(t) <= max_tgt]
         if tgt_pieces and not keep:
             shortest = min(len(t) for t in tgt_pieces)
             raise PrepError(f"--max-tgt-pieces {max_tgt} drops every {split} pair (the shortest target has "
@@ -83,9 +99,24 @@ def encode_splits(data: Path, max_src: Optional[int], max_tgt: Optional[int]) ->
                 for i in keep:
                     f.write(" ".join(pieces[i][:cut] if cut else pieces[i]) + "\n")
         stats[split] = {"pairs": len(keep), "dropped_long_target": len(src_lines) - len(keep),
-                        "truncated_source": truncated}
+                        "truncated_source": truncated,
+                        "src_pieces_mean": round(_mean([min(len(src_pieces[i]), max_src or 1 << 30) for i in keep]), 2),
+                        "tgt_pieces_mean": round(_mean([len(tgt_pieces[i]) for i in keep]), 2)}
         log(f"encoded {split}: {stats[split]}")
     return stats
+
+
+def record_pieces(data: Path, stats: Dict[str, dict]) -> None:
+    """Add the mean lengths in SentencePiece pieces to the preparer's ``manifest.json`` (its word lengths are there
+    already), so that one file describes the data as the model sees it."""
+    manifest = read_json(data / "manifest.json")
+    if isinstance(manifest, dict):
+        manifest["pieces"] = {split: {k: v for k, v in s.items() if k.endswith("_mean")} for split, s in stats.items()}
+        write_json(data / "manifest.json", manifest)
+
+
+def _mean(values: List[int]) -> float:
+    return sum(values) / len(values) if values else 0.0
 
 
 def run_preprocess(data: Path, workers: int, dictionary: Optional[Path] = None) -> str:
@@ -96,14 +127,19 @@ def run_preprocess(data: Path, workers: int, dictionary: Optional[Path] = None) 
     spm_dir = data / "spm"
     vocab = (["--joined-dictionary"] if dictionary is None
              else ["--srcdict", str(dictionary), "--tgtdict", str(dictionary)])
+    extra = extra_test_splits(data)
+    tests = ",".join(str(spm_dir / s) for s in ["test", *extra])
     cmd = [sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", "src", "--target-lang", "tgt",
            "--trainpref", str(spm_dir / "train"), "--validpref", str(spm_dir / "valid"),
-           "--testpref", str(spm_dir / "test"), "--destdir", str(tmp), *vocab, "--workers", str(workers)]
+           "--testpref", tests, "--destdir", str(tmp), *vocab, "--workers", str(workers)]
     log(f"running fairseq-preprocess {' '.join(vocab)}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise PrepError(f"fairseq-preprocess failed (exit {proc.returncode}):\n"
                         f"{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    for number, name in enumerate(extra, 1):  # fairseq names the k-th extra test prefix test<k>
+        for produced in tmp.glob(f"test{number}.src-tgt.*"):
+            os.replace(produced, tmp / produced.name.replace(f"test{number}.", f"{name}.", 1))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return proc.stdout + proc.stderr
@@ -192,12 +228,13 @@ def unknown_rates(preprocess_log: str) -> Dict[str, float]:
 def bin_outputs(data: Path) -> List[Path]:
     b = data / "bin"
     return [b / "dict.src.txt", b / "dict.tgt.txt"] + [
-        b / f"{split}.src-tgt.{lang}.{ext}" for split in SPLITS for lang in ("src", "tgt") for ext in ("bin", "idx")]
+        b / f"{split}.src-tgt.{lang}.{ext}" for split in all_splits(extra_test_splits(data))
+        for lang in ("src", "tgt") for ext in ("bin", "idx")]
 
 
 def check_raw(data: Path) -> None:
     """Every split's sources and targets exist and pair up line for line: checked before SentencePiece trains."""
-    for split in SPLITS:
+    for split in all_splits(extra_test_splits(data)):
         for p in raw_paths(data, split):
             if not p.is_file():
                 raise PrepError(f"{p} not found: prepare {data} first (python -m fairseq_eb.prep.debian "
@@ -237,7 +274,8 @@ def binarize(data: Path, vocab_size: Optional[int] = None, char: bool = False, m
     stamp_path = data / "binarize.json"
     stamps = read_json(stamp_path) or {}
     check_own_outputs(data, stamps, spm_model)
-    raw = {f"{s}.{lang}": sha256_file(p) for s in SPLITS for lang, p in zip(("src", "tgt"), raw_paths(data, s))}
+    splits = all_splits(extra_test_splits(data))
+    raw = {f"{s}.{lang}": sha256_file(p) for s in splits for lang, p in zip(("src", "tgt"), raw_paths(data, s))}
     threads = max(1, min(os.cpu_count() or 1, 8))
 
     if spm_model is not None:  # the user's model, by content (moving the file changes nothing)
@@ -261,7 +299,7 @@ def binarize(data: Path, vocab_size: Optional[int] = None, char: bool = False, m
 
     encode_key = {"spm_model": sha256_file(data / "spm.model"), "raw": raw,
                   "max_src_pieces": max_src_pieces, "max_tgt_pieces": max_tgt_pieces}
-    encoded = [data / "spm" / f"{s}.{lang}" for s in SPLITS for lang in ("src", "tgt")]
+    encoded = [data / "spm" / f"{s}.{lang}" for s in splits for lang in ("src", "tgt")]
     if _stamp_ok(stamps, "encode", encode_key, encoded):
         log(f"{data}/spm/ is up to date")
     else:
@@ -269,6 +307,7 @@ def binarize(data: Path, vocab_size: Optional[int] = None, char: bool = False, m
         stamps["encode_stats"] = encode_splits(data, max_src_pieces, max_tgt_pieces)
         stamps["encode"] = encode_key
         write_json(stamp_path, stamps)
+        record_pieces(data, stamps["encode_stats"])
 
     bin_key = {"encoded": {p.name: sha256_file(p) for p in encoded}}
     if dictionary is not None:  # only then: stamps of a data directory binarised before --dict existed stay valid

@@ -5,7 +5,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 SPLITS: Tuple[str, ...] = ("train", "valid", "test")
 Pair = Tuple[str, str]  # (source = long text, target = title / synopsis)
@@ -38,10 +38,12 @@ def raw_paths(out: Path, split: str) -> Tuple[Path, Path]:
 
 
 def write_raw(out: Path, splits: Dict[str, Sequence[Pair]]) -> Dict[str, int]:
-    """Write ``out/raw/{split}.{src,tgt}`` atomically (temp file + rename); return the counts."""
+    """Write ``out/raw/{split}.{src,tgt}`` atomically (temp file + rename); return the counts.
+
+    ``splits`` holds train/valid/test and possibly extra test sets (e.g. ``ood``), written the same way."""
     (out / "raw").mkdir(parents=True, exist_ok=True)
     counts = {}
-    for split in SPLITS:
+    for split in all_splits(splits):
         pairs = splits[split]
         for path, column in zip(raw_paths(out, split), (0, 1)):
             tmp = path.with_suffix(path.suffix + ".tmp")
@@ -53,9 +55,14 @@ def write_raw(out: Path, splits: Dict[str, Sequence[Pair]]) -> Dict[str, int]:
     return counts
 
 
-def raw_sha256(out: Path) -> Dict[str, str]:
+def all_splits(names: Iterable[str]) -> List[str]:
+    """train, valid, test, then any extra test sets (e.g. ``ood``) in name order."""
+    return list(SPLITS) + sorted(set(names) - set(SPLITS))
+
+
+def raw_sha256(out: Path, splits: Iterable[str] = SPLITS) -> Dict[str, str]:
     """sha256 of every raw output file, so two builds can be compared byte for byte."""
-    return {p.name: sha256_file(p) for split in SPLITS for p in raw_paths(out, split)}
+    return {p.name: sha256_file(p) for split in all_splits(splits) for p in raw_paths(out, split)}
 
 
 def write_json(path: Path, obj: dict) -> None:
@@ -80,7 +87,7 @@ def raw_is_complete(out: Path, manifest: Optional[dict], expect: dict) -> bool:
     """
     if not manifest or any(manifest.get(k) != v for k, v in expect.items()):
         return False
-    for split in SPLITS:
+    for split in all_splits(manifest.get("counts", {})):
         for path in raw_paths(out, split):
             if not path.exists() or count_lines(path) != manifest.get("counts", {}).get(split):
                 return False

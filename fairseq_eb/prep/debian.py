@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Sequence
 
 from fairseq_eb.prep.common import (
     PrepError,
@@ -52,36 +52,78 @@ def check_apt(keyring: str) -> None:
                         "debian-archive-keyring), or pass --keyring FILE.\n" + TSV_HINT)
 
 
-def apt_download(apt_dir: Path, dist: str, mirror: str, keyring: str) -> Path:
-    """Run ``apt-get update`` for ``dist``/main, English translations only, into ``apt_dir``.
+def _apt_options(apt_dir: Path) -> List[str]:
+    """apt options that confine it to ``apt_dir`` (private sources, lists and cache: the system's apt is untouched)."""
+    lists, parts, cache = apt_dir / "lists", apt_dir / "sources.list.d", apt_dir / "cache"
+    return ["-o", f"Dir::Etc::SourceList={apt_dir / 'sources.list'}", "-o", f"Dir::Etc::SourceParts={parts}",
+            "-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={cache}"]
 
-    Returns the (possibly compressed) ``Translation-en`` file that apt stored. Package indices are
-    switched off, so only InRelease (signature-checked against ``keyring``) and the
-    translations are fetched (~6 MB).
+
+def apt_update(apt_dir: Path, dist: str, mirror: str, keyring: str, languages: Sequence[str] = ("en",),
+               packages: bool = False) -> Path:
+    """Run ``apt-get update`` for ``dist``/main into ``apt_dir``; returns its lists directory.
+
+    Only InRelease (signature-checked against ``keyring``) and the ``Translation-<language>`` indices are
+    fetched (~6 MB each), plus the package index when ``packages`` (needed to download a .deb by name).
     """
     lists, parts, cache = apt_dir / "lists", apt_dir / "sources.list.d", apt_dir / "cache"
     for d in (lists / "partial", parts, cache / "archives" / "partial"):
         d.mkdir(parents=True, exist_ok=True)
-    sources = apt_dir / "sources.list"
-    sources.write_text(f"deb [signed-by={keyring}] {mirror} {dist} main\n")
-    cmd = ["apt-get", "update",
-           "-o", f"Dir::Etc::SourceList={sources}", "-o", f"Dir::Etc::SourceParts={parts}",
-           "-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={cache}",
-           "-o", "Acquire::Languages=en", "-o", "Acquire::IndexTargets::deb::Packages::DefaultEnabled=false",
+    (apt_dir / "sources.list").write_text(f"deb [signed-by={keyring}] {mirror} {dist} main\n")
+    cmd = ["apt-get", "update", *_apt_options(apt_dir),
+           "-o", f"Acquire::Languages={','.join(languages)}",
+           "-o", f"Acquire::IndexTargets::deb::Packages::DefaultEnabled={str(packages).lower()}",
            "-o", "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false",
            "-o", "APT::Get::List-Cleanup=false"]
-    log(f"apt-get update for {mirror} {dist} main (Translation-en) into {apt_dir}")
+    what = ", ".join(f"Translation-{lang}" for lang in languages) + (", Packages" if packages else "")
+    log(f"apt-get update for {mirror} {dist} main ({what}) into {apt_dir}")
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise PrepError(f"apt-get update failed (exit {proc.returncode}):\n{proc.stdout[-2000:]}"
                         f"{proc.stderr[-2000:]}\nCheck network access to {mirror} (or pass --mirror URL).\n"
                         + TSV_HINT)
-    found = [p for p in glob.glob(str(lists / f"*_dists_{dist}_main_i18n_Translation-en*"))
+    return lists
+
+
+def stored_translation(lists: Path, dist: str, language: str) -> Path:
+    """The (possibly compressed) ``Translation-<language>`` file that ``apt-get update`` stored."""
+    found = [p for p in glob.glob(str(lists / f"*_dists_{dist}_main_i18n_Translation-{language}*"))
              if not p.endswith((".diff", ".ed"))]
     if not found:
-        raise PrepError(f"apt-get update succeeded but stored no Translation-en for {dist}/main in "
-                        f"{lists}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        raise PrepError(f"apt-get update succeeded but stored no Translation-{language} for {dist}/main in {lists}")
     return Path(sorted(found)[0])
+
+
+def apt_download(apt_dir: Path, dist: str, mirror: str, keyring: str) -> Path:
+    """``apt-get update`` for English translations only; returns the stored ``Translation-en``."""
+    return stored_translation(apt_update(apt_dir, dist, mirror, keyring), dist, "en")
+
+
+def apt_fetch_deb(apt_dir: Path, package: str, dest: Path) -> Path:
+    """Download one binary package (the version ``apt_dir``'s index holds) into ``dest``; returns the .deb."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for old in dest.glob(f"{package}_*.deb"):
+        old.unlink()
+    log(f"apt-get download {package}")
+    proc = subprocess.run(["apt-get", "download", *_apt_options(apt_dir), package], cwd=dest,
+                          capture_output=True, text=True)
+    found = sorted(dest.glob(f"{package}_*.deb"))
+    if proc.returncode != 0 or not found:
+        raise PrepError(f"apt-get download {package} failed (exit {proc.returncode}):\n{proc.stdout[-1500:]}"
+                        f"{proc.stderr[-1500:]}")
+    return found[-1]
+
+
+def decompress(stored: Path, target: Path) -> Path:
+    """``apt-helper cat-file``: apt's own decompression of a stored index, written atomically to ``target``."""
+    log(f"decompressing {stored.name}")
+    tmp = target.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        proc = subprocess.run([APT_HELPER, "cat-file", str(stored)], stdout=f, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise PrepError(f"apt-helper cat-file {stored} failed: {proc.stderr.decode(errors='replace')}")
+    os.replace(tmp, target)
+    return target
 
 
 def release_date(apt_dir: Path, dist: str) -> Optional[str]:
@@ -100,15 +142,7 @@ def fetch_translation(out: Path, dist: str, mirror: str, keyring: str, refresh: 
         log(f"using the downloaded {target} (--refresh to download again)")
         return target
     check_apt(keyring)
-    stored = apt_download(out / "apt", dist, mirror, keyring)
-    log(f"decompressing {stored.name}")
-    tmp = target.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        proc = subprocess.run([APT_HELPER, "cat-file", str(stored)], stdout=f, stderr=subprocess.PIPE)
-    if proc.returncode != 0:
-        raise PrepError(f"apt-helper cat-file {stored} failed: {proc.stderr.decode(errors='replace')}")
-    os.replace(tmp, target)
-    return target
+    return decompress(apt_download(out / "apt", dist, mirror, keyring), target)
 
 
 def check_options(limits: Limits, valid_permille: int, test_permille: int) -> None:

@@ -13,6 +13,7 @@ class Entry(NamedTuple):
     package: str
     synopsis: str
     paragraphs: Tuple[str, ...]  # the long description, unfolded, one string per paragraph
+    md5: str = ""  # Description-md5: the English original's identity, shared by every language's translation
 
 
 class Limits(NamedTuple):
@@ -27,8 +28,8 @@ class Limits(NamedTuple):
     max_per_group: int = 5
 
 
-def parse_translation(text: str) -> List[Entry]:
-    """Parse a ``Translation-en`` file (deb822 stanzas with ``Package`` and ``Description-en``).
+def parse_translation(text: str, language: str = "en") -> List[Entry]:
+    """Parse a ``Translation-<language>`` file (deb822 stanzas with ``Package`` and ``Description-<language>``).
 
     The first line of ``Description-en`` is the synopsis; continuation lines form the long
     description, where a line `` .`` separates paragraphs and lines indented by two or more
@@ -36,7 +37,7 @@ def parse_translation(text: str) -> List[Entry]:
     """
     entries: List[Entry] = []
     for stanza in re.split(r"\n[ \t]*\n", text):
-        package, synopsis, body, in_description = None, None, [], False
+        package, synopsis, body, in_description, md5 = None, None, [], False, ""
         for line in stanza.split("\n"):
             if line.startswith((" ", "\t")):
                 if in_description:
@@ -48,10 +49,12 @@ def parse_translation(text: str) -> List[Entry]:
                 continue
             if key == "Package":
                 package = value.strip()
-            elif key == "Description-en":
+            elif key == f"Description-{language}":
                 synopsis, in_description = value.strip(), True
+            elif key == "Description-md5":
+                md5 = value.strip()
         if package and synopsis is not None:
-            entries.append(Entry(package, one_line(synopsis), _paragraphs(body)))
+            entries.append(Entry(package, one_line(synopsis), _paragraphs(body), md5))
     return entries
 
 
