@@ -101,6 +101,27 @@ def test_sums_report_deltas_on_the_same_positions():
     assert r["later"]["n"] == 0 and r["later"]["delta_nll"] is None
 
 
+def test_sums_by_position_split_the_next_steps_into_bins():
+    torch.manual_seed(0)
+    nll_clean, nll = torch.rand(3, 10), torch.rand(3, 10) + 0.5
+    correct, correct_clean = torch.rand(3, 10) > 0.5, torch.rand(3, 10) > 0.3
+    nxt = torch.rand(3, 10) > 0.4
+    s = Sums(position_bin=4)
+    for _ in range(2):  # two batches accumulate
+        s.add(nxt, nxt, nxt, {"next": nxt, "later": nxt & False, "all": nxt}, nll, nll_clean, correct, correct_clean)
+    rows = s.result(0.3)["next_by_position"]
+    assert [(r["from"], r["to"]) for r in rows] == [(0, 3), (4, 7), (8, 11)]
+    for r in rows:  # recomputed position by position
+        cols = [t for t in range(10) if r["from"] <= t <= r["to"]]
+        picked = [(b, t) for b in range(3) for t in cols if nxt[b, t]]
+        assert r["n"] == 2 * len(picked)
+        expect = sum(float(nll[b, t] - nll_clean[b, t]) for b, t in picked) / len(picked)
+        assert math.isclose(r["delta_nll"], expect, rel_tol=1e-9)
+        acc = sum(int(correct[b, t]) - int(correct_clean[b, t]) for b, t in picked) / len(picked)
+        assert math.isclose(r["delta_accuracy"], acc)
+    assert sum(r["n"] for r in rows) == s.result(0.3)["next"]["n"]
+
+
 # --- search vs model errors -----------------------------------------------------------------------------
 
 def test_classify_errors_counts_ties_explicitly_and_shares_sum_to_one():

@@ -140,6 +140,8 @@ def test_run_diagnosis_bounded_and_shares_sum_to_one(checkpoint, toy_bin):
     own = next(r for r in result["recovery"]["own"] if r["rate"] == 0.3)
     assert head["delta_nll_own"] == own["next"]["delta_nll"] == own["next"]["nll"] - own["next"]["nll_clean"]
     assert head["repeat_share"][3] == result["beams"][1]["repeat_share"] and set(head["model_error"]) == {1, 3}
+    # the position-wise jump partitions the same steps
+    assert sum(b["n"] for b in own["next_by_position"]) == own["next"]["n"] > 0
     with pytest.raises(KeyError):
         headline(result, 0.2)
 
@@ -151,10 +153,11 @@ def test_cli_writes_json_markdown_png(checkpoint, toy_bin, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "fairseq_eb.diagnose", str(toy_bin), "--path", str(checkpoint), "--out", str(out),
          "--beams", "1", "2", "--corrupt-rates", "0", "0.3", "--max-sentences", "8", "--cpu",
-         "--ref-file", str(refs)],
+         "--ref-file", str(refs), "--position-bin", "2"],
         capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| beam | ROUGE-L |" in proc.stdout and "batch 1/" in proc.stderr
+    assert "**Error recovery along the output** (rate 0.3)" in proc.stdout and "| 2–3 |" in proc.stdout
     result = json.loads((out / "diagnose.json").read_text())
     assert result["n_sentences"] == 8 and result["options"]["ref_file"] == str(refs)
     assert (out / "diagnose.md").read_text() == proc.stdout
@@ -176,6 +179,7 @@ def error_of(argv, capsys):
     (["--beams", "1", "0"], "--beams must be integers >= 1, got [1, 0]"),
     (["--corrupt-rates", "0", "1.5"], "--corrupt-rates must be numbers in [0, 1], got [0.0, 1.5]"),
     (["--max-sentences", "0"], "--max-sentences must be an integer >= 1, got 0"),
+    (["--position-bin", "0"], "--position-bin must be an integer >= 1, got 0"),
     (["--subset", "nosuch"], "--subset nosuch: no such split in"),
 ])
 def test_bad_options(checkpoint, toy_bin, tmp_path, capsys, extra, message):

@@ -377,3 +377,68 @@ def test_stage_methods_need_their_baseline_and_reference(toy_bin, tmp_path, caps
     assert main(base[:-4] + ["--config", "demo", "--device", "cpu", "--methods", "baseline", "mle_more"]) == 2
     assert "has no stage budget" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- the long regime's scoring, on a toy extra test set
+
+def _toy_with_ood(directory: Path) -> Path:
+    """The toy corpus through prep.binarize, with an extra test set ``ood`` (other words, the same rule)."""
+    import random
+
+    from fairseq_eb.prep.binarize import binarize
+
+    rng = random.Random(1)
+    raw = directory / "raw"
+    raw.mkdir(parents=True)
+    for split, n, vocab in (("train", 300, 30), ("valid", 30, 30), ("test", 24, 30), ("ood", 18, 36)):
+        words = [f"w{i}" for i in range(vocab)]
+        rows = [[rng.choice(words) for _ in range(rng.randint(3, 10))] for _ in range(n)]
+        (raw / f"{split}.src").write_text("".join(" ".join(r) + "\n" for r in rows))
+        (raw / f"{split}.tgt").write_text("".join(" ".join(r[:4][::-1]) + "\n" for r in rows))
+    binarize(directory, vocab_size=45)
+    return directory
+
+
+def test_translation_scores_and_an_extra_test_set_reuse_the_runs(tmp_path, capsys):
+    from sacrebleu.metrics import BLEU, CHRF
+
+    from fairseq_eb.scoring import read_generate_output
+
+    data, out, ood = _toy_with_ood(tmp_path / "data"), tmp_path / "out", tmp_path / "ood"
+    args = ["--data", str(data), "--config", "tiny_long", "--methods", "baseline", "rr", "--seeds", "1", "2",
+            "--beams", "1", "2", "--jobs", "2", "--device", "cpu", "--name", "toy"]
+    assert main([*args, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    run = out / "runs" / "rr" / "default" / "seed2"
+    assert not (run / "generate-loss-beam1.txt").exists() and (run / "generate-avg-beam2.txt").exists()
+    hyps, refs = read_generate_output(str(run / "generate-beam2.txt"), spm_model=str(data / "spm.model"))
+    scores = results["runs"]["rr/seed2"]["scores_by_selection"]["bleu"]["2"]
+    assert scores["bleu-cased"] == pytest.approx(BLEU().corpus_score(hyps, [refs]).score)
+    assert scores["chrf"] == pytest.approx(CHRF().corpus_score(hyps, [refs]).score)
+    record = results["translation"]
+    assert set(record["summary"]) == {"bleu", "avg"}
+    found = record["bleu"]["intervals"]["chrf"]["rr"]["2"]
+    per_seed = [results["runs"][f"rr/seed{s}"]["scores_by_selection"]["bleu"]["2"]["chrf"]
+                - results["runs"][f"baseline/seed{s}"]["scores_by_selection"]["bleu"]["2"]["chrf"] for s in (1, 2)]
+    assert found["per_seed"] == pytest.approx(per_seed) and found["bootstrap"]["mean"] == pytest.approx(
+        sum(per_seed) / 2)
+    assert found["bootstrap"]["sentences"] == 24 and found["seed_interval"] is not None
+    assert record["bleu"]["intervals_long_third"]["bleu-cased"]["rr"]["1"]["bootstrap"]["sentences"] == 8
+    assert results["floor"]["copy_source"]["chrf"] == pytest.approx(CHRF().corpus_score(
+        (data / "raw" / "test.src").read_text().splitlines(), [(data / "raw" / "test.tgt").read_text().splitlines()
+                                                               ]).score)
+    table = (out / "table.md").read_text()
+    assert "## Translation scores" in table and "### Average of the last 2 checkpoints" in table
+    assert "| source copied (floor) |" in table and "by third of the reference lengths" in table
+    assert "## Checkpoints selected by validation loss" not in table
+
+    # the same runs on the extra test set: nothing trained again, results of their own
+    capsys.readouterr()
+    assert main([*args, "--out", str(ood), "--test-subset", "ood", "--runs", str(out / "runs")]) == 0
+    assert capsys.readouterr().out.count("training already finished, skipped") == 4
+    ood_results = json.loads((ood / "results.json").read_text())
+    assert ood_results["test_subset"] == "ood" and ood_results["identity"]["test_subset"] == "ood"
+    assert (run / "generate-ood-beam1.txt").exists() and (run / "score-ood-avg-beam2.json").exists()
+    hyps, refs = read_generate_output(str(run / "generate-ood-beam1.txt"), spm_model=str(data / "spm.model"))
+    assert len(hyps) == 18 and ood_results["floor"]["copy_source"]["signatures"]["bleu"].startswith("nrefs:1")
+    assert "ood split" in (ood / "table.md").read_text()

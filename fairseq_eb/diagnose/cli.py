@@ -9,6 +9,7 @@ import sys
 from typing import List, Optional
 
 from fairseq_eb.diagnose.errors import DiagnoseError
+from fairseq_eb.diagnose.recovery import POSITION_BIN
 from fairseq_eb.diagnose.runner import DEFAULT_BEAMS, DEFAULT_RATES, validate_options
 
 PROG = "fairseq-eb-diagnose"
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ngram", type=int, default=2, help="n of the repeated-n-gram share (default 2)")
     p.add_argument("--max-len-a", type=float, default=0.0, help="beam search max length = a * src_len + b")
     p.add_argument("--max-len-b", type=int, default=200, help="see --max-len-a")
+    p.add_argument("--position-bin", type=int, default=POSITION_BIN,
+                   help="target positions per bin of the error-recovery jump by position (default %(default)s)")
     p.add_argument("--seed", type=int, default=1, help="seed of the corrupted positions and tokens")
     p.add_argument("--cpu", action="store_true", help="run on CPU even when CUDA is available")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
@@ -50,6 +53,8 @@ def check_cli_options(args: argparse.Namespace) -> None:
         raise DiagnoseError(f"--batch-size must be an integer >= 1 (or left out), got {args.batch_size}")
     if not math.isfinite(args.max_len_a) or args.max_len_a < 0:
         raise DiagnoseError(f"--max-len-a must be a finite number >= 0, got {args.max_len_a}")
+    if args.position_bin < 1:
+        raise DiagnoseError(f"--position-bin must be an integer >= 1, got {args.position_bin}")
     if args.max_len_b < 0 or (args.max_len_b == 0 and args.max_len_a == 0):
         raise DiagnoseError(f"--max-len-b must be an integer >= 0, and >= 1 when --max-len-a is 0 (the longest "
                             f"output is a * source length + b), got {args.max_len_b}")
@@ -73,7 +78,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             max_sentences=args.max_sentences, max_tokens=args.max_tokens, batch_size=args.batch_size,
             ref_file=args.ref_file, tokenize=args.tokenize, spm_model=args.spm_model, ngram=args.ngram,
             user_dir=args.user_dir, cpu=args.cpu, seed=args.seed, max_len_a=args.max_len_a,
-            max_len_b=args.max_len_b, progress=not args.no_progress)
+            max_len_b=args.max_len_b, progress=not args.no_progress, position_bin=args.position_bin)
         paths = write_report(result, args.out)
     except DiagnoseError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

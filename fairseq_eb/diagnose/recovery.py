@@ -58,14 +58,44 @@ def measured_steps(changed: Tensor, target: Tensor, pad: int) -> Tuple[Tensor, T
     return changed & real, before & ~changed & real
 
 
+# target positions per bin of the position-wise ``next`` sums (does the jump after an error grow along the output?)
+POSITION_BIN = 16
+
+
+def _empty() -> Dict[str, float]:
+    return {"n": 0, "nll": 0.0, "nll_clean": 0.0, "correct": 0, "correct_clean": 0}
+
+
+def _accumulate(s: Dict[str, float], m: Tensor, nll: Tensor, nll_clean: Tensor, correct: Tensor,
+                correct_clean: Tensor) -> None:
+    s["n"] += int(m.sum())
+    s["nll"] += float(nll[m].double().sum())
+    s["nll_clean"] += float(nll_clean[m].double().sum())
+    s["correct"] += int(correct[m].sum())
+    s["correct_clean"] += int(correct_clean[m].sum())
+
+
+def _means(s: Dict[str, float]) -> Dict[str, Optional[float]]:
+    n = s["n"]
+    if n == 0:
+        return {"n": 0, "nll": None, "nll_clean": None, "delta_nll": None,
+                "accuracy": None, "accuracy_clean": None, "delta_accuracy": None}
+    nll, clean = s["nll"] / n, s["nll_clean"] / n
+    acc, acc_clean = s["correct"] / n, s["correct_clean"] / n
+    return {"n": n, "nll": nll, "nll_clean": clean, "delta_nll": nll - clean,
+            "accuracy": acc, "accuracy_clean": acc_clean, "delta_accuracy": acc - acc_clean}
+
+
 @dataclass
 class Sums:
-    """Running sums for one (kind, rate): NLL and correct counts on the measured steps, clean and corrupted."""
+    """Running sums for one (kind, rate): NLL and correct counts on the measured steps, clean and corrupted,
+    and for the ``next`` steps also per bin of ``position_bin`` target positions (step ``t`` in bin ``t // w``)."""
     eligible: int = 0
     selected: int = 0
     changed: int = 0
-    sets: Dict[str, Dict[str, float]] = field(default_factory=lambda: {
-        s: {"n": 0, "nll": 0.0, "nll_clean": 0.0, "correct": 0, "correct_clean": 0} for s in ("next", "later", "all")})
+    position_bin: int = POSITION_BIN
+    sets: Dict[str, Dict[str, float]] = field(default_factory=lambda: {s: _empty() for s in ("next", "later", "all")})
+    next_by_bin: Dict[int, Dict[str, float]] = field(default_factory=dict)
 
     def add(self, eligible: Tensor, selected: Tensor, changed: Tensor, masks: Dict[str, Tensor],
             nll: Tensor, nll_clean: Tensor, correct: Tensor, correct_clean: Tensor) -> None:
@@ -73,12 +103,14 @@ class Sums:
         self.selected += int(selected.sum())
         self.changed += int(changed.sum())
         for name, m in masks.items():
-            s = self.sets[name]
-            s["n"] += int(m.sum())
-            s["nll"] += float(nll[m].double().sum())
-            s["nll_clean"] += float(nll_clean[m].double().sum())
-            s["correct"] += int(correct[m].sum())
-            s["correct_clean"] += int(correct_clean[m].sum())
+            _accumulate(self.sets[name], m, nll, nll_clean, correct, correct_clean)
+        nxt = masks.get("next")
+        if nxt is not None and bool(nxt.any()):
+            bins = torch.arange(nxt.size(1), device=nxt.device).div(self.position_bin, rounding_mode="floor")
+            bins = bins.unsqueeze(0).expand_as(nxt)
+            for b in torch.unique(bins[nxt]).tolist():
+                _accumulate(self.next_by_bin.setdefault(int(b), _empty()), nxt & bins.eq(b), nll, nll_clean,
+                            correct, correct_clean)
 
     def result(self, rate: float) -> Dict[str, object]:
         """Means per set; ``delta_*`` = corrupted minus clean on the same positions (None if no position)."""
@@ -89,13 +121,8 @@ class Sums:
             "changed_share": self.changed / self.eligible if self.eligible else 0.0,
         }
         for name, s in self.sets.items():
-            n = s["n"]
-            if n == 0:
-                out[name] = {"n": 0, "nll": None, "nll_clean": None, "delta_nll": None,
-                             "accuracy": None, "accuracy_clean": None, "delta_accuracy": None}
-                continue
-            nll, clean = s["nll"] / n, s["nll_clean"] / n
-            acc, acc_clean = s["correct"] / n, s["correct_clean"] / n
-            out[name] = {"n": n, "nll": nll, "nll_clean": clean, "delta_nll": nll - clean,
-                         "accuracy": acc, "accuracy_clean": acc_clean, "delta_accuracy": acc - acc_clean}
+            out[name] = _means(s)
+        w = self.position_bin
+        out["next_by_position"] = [{"from": b * w, "to": (b + 1) * w - 1, **_means(self.next_by_bin[b])}
+                                   for b in sorted(self.next_by_bin)]
         return out

@@ -37,6 +37,27 @@ def headline(result: Dict, rate: float = 0.3) -> Dict[str, object]:
     }
 
 
+def position_markdown(recovery: Dict) -> List[str]:
+    """The jump right after a corrupted input by target position, at the largest rate measured (empty when the
+    diagnosis holds no position-wise sums): does an early error cost as much as a late one?"""
+    rates = [r["rate"] for r in recovery["own"] if r["rate"] > 0 and r.get("next_by_position")]
+    if not rates:
+        return []
+    rate = max(rates)
+    own, rnd = _row_at(recovery["own"], rate), _row_at(recovery["random"], rate)
+    random_bins = {b["from"]: b for b in rnd.get("next_by_position", [])}
+    lines = ["", f"**Error recovery along the output** (rate {rate:g}): the same ΔNLL / Δaccuracy of the step right "
+             "after a changed input, by the target position of that step.", "",
+             "| positions | own: steps | own: ΔNLL | own: Δacc | random: steps | random: ΔNLL | random: Δacc |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for b in own["next_by_position"]:
+        r = random_bins.get(b["from"], {"n": 0, "delta_nll": None, "delta_accuracy": None})
+        lines.append(f"| {b['from']}–{b['to']} | {b['n']} | {_f(b['delta_nll'], signed=True)} | "
+                     f"{_f(b['delta_accuracy'], signed=True)} | {r['n']} | {_f(r['delta_nll'], signed=True)} | "
+                     f"{_f(r['delta_accuracy'], signed=True)} |")
+    return lines
+
+
 def markdown(result: Dict) -> str:
     """Two Markdown tables: error recovery by rate, and the beam curve with search/model errors."""
     rec = result["recovery"]
@@ -61,6 +82,7 @@ def markdown(result: Dict) -> str:
             cells += [_f(r["changed_share"]), _f(r["next"]["delta_nll"], signed=True),
                       _f(r["next"]["delta_accuracy"], signed=True), _f(r["later"]["delta_nll"], signed=True)]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += position_markdown(rec)
     refs = result["references"]
     n = result["options"]["ngram"]
     lines += [

@@ -16,7 +16,14 @@ from torch import Tensor
 
 from fairseq_eb.corruption import corrupt_decoder_input, eligible_positions, replacement_seed
 from fairseq_eb.diagnose.errors import DiagnoseError
-from fairseq_eb.diagnose.recovery import Sums, measured_steps, own_prediction_inputs, select_positions, selection_draws
+from fairseq_eb.diagnose.recovery import (
+    POSITION_BIN,
+    Sums,
+    measured_steps,
+    own_prediction_inputs,
+    select_positions,
+    selection_draws,
+)
 from fairseq_eb.diagnose.search_errors import classify_errors, error_shares, sequence_scores
 
 DEFAULT_RATES = (0.0, 0.1, 0.2, 0.3, 0.5)
@@ -111,7 +118,8 @@ def _first_inputs(prev_output_tokens: Tensor, pad: int) -> Tensor:
 def diagnose_batches(model, tgt_dict, batches: Iterable[dict], make_generator: Callable[[int], object], *,
                      rates: Sequence[float] = DEFAULT_RATES, beams: Sequence[int] = DEFAULT_BEAMS,
                      seed: int = 1, n_batches: Optional[int] = None, progress: bool = False,
-                     inputs_hook: Optional[Callable] = None, protected: Optional[Tensor] = None) -> Dict[str, object]:
+                     inputs_hook: Optional[Callable] = None, protected: Optional[Tensor] = None,
+                     position_bin: int = POSITION_BIN) -> Dict[str, object]:
     """Everything measured on the model itself; texts (as dictionary strings) are returned for scoring.
 
     Returns ``{"teacher_forced", "recovery", "search", "sentences"}``; ``sentences`` maps each id to its
@@ -131,7 +139,7 @@ def diagnose_batches(model, tgt_dict, batches: Iterable[dict], make_generator: C
     rates = sorted({float(r) for r in rates})
     beams = sorted(set(beams))
     generators = {b: make_generator(b) for b in beams}
-    sums = {(k, r): Sums() for k in KINDS for r in rates}
+    sums = {(k, r): Sums(position_bin=position_bin) for k in KINDS for r in rates}
     tf = {"nll": 0.0, "correct": 0, "ntokens": 0}
     search = {b: {"ref": [], "ref_len": [], "hyp": [], "hyp_len": [], "same": []} for b in beams}
     sentences: Dict[int, Dict[str, object]] = {}
@@ -247,7 +255,8 @@ def run_diagnosis(data_bin: str, checkpoint: str, *, subset: str = "valid",
                   max_sentences: Optional[int] = None, max_tokens: int = 4096, batch_size: Optional[int] = None,
                   ref_file: Optional[str] = None, tokenize: str = "word", spm_model: Optional[str] = None,
                   ngram: int = 2, user_dir: Optional[str] = None, cpu: bool = False, seed: int = 1,
-                  max_len_a: float = 0.0, max_len_b: int = 200, progress: bool = False) -> Dict[str, object]:
+                  max_len_a: float = 0.0, max_len_b: int = 200, progress: bool = False,
+                  position_bin: int = POSITION_BIN) -> Dict[str, object]:
     """Diagnose exposure bias of ``checkpoint`` on ``data_bin``'s ``subset``; returns the JSON-ready result.
 
     ``max_sentences`` bounds the work to the split's first N sentences; ``beams`` and ``corrupt_rates``
@@ -286,7 +295,8 @@ def run_diagnosis(data_bin: str, checkpoint: str, *, subset: str = "valid",
     torch.manual_seed(seed)
     measured = diagnose_batches(model, task.target_dictionary, on_device(itr), make_generator,
                                 rates=corrupt_rates, beams=beams, seed=seed, n_batches=n_batches,
-                                progress=progress, protected=getattr(task, "protected", None))
+                                progress=progress, protected=getattr(task, "protected", None),
+                                position_bin=position_bin)
     sentences = measured.pop("sentences")
     beams_sorted = sorted(set(beams))
     decode = _reference_decoder([s["ref"] for s in sentences.values()]
@@ -303,7 +313,8 @@ def run_diagnosis(data_bin: str, checkpoint: str, *, subset: str = "valid",
         "device": str(loaded.device),
         "options": {"beams": beams_sorted, "corrupt_rates": sorted({float(r) for r in corrupt_rates}),
                     "max_sentences": max_sentences, "tokenize": tokenize, "ngram": ngram, "seed": seed,
-                    "ref_file": ref_file, "spm_model": spm_model, "max_len_a": max_len_a, "max_len_b": max_len_b},
+                    "ref_file": ref_file, "spm_model": spm_model, "max_len_a": max_len_a, "max_len_b": max_len_b,
+                    "position_bin": position_bin},
         "teacher_forced": measured["teacher_forced"],
         "recovery": measured["recovery"],
         "references": curve["references"],

@@ -6,6 +6,7 @@ never in how a method is trained, so every method of one table shares the same `
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
@@ -46,6 +47,11 @@ class RecipeConfig:
     stage_args: Tuple[str, ...] = ()
     mrt_args: Tuple[str, ...] = ()
     rank_args: Tuple[str, ...] = ()
+    # checkpoint selections decoded on the test split (fairseq_eb.recipe.selection.SELECTIONS), the main one first
+    selections: Tuple[str, ...] = ("bleu", "loss", "avg")
+    # "reference": the reference experiment's scores (ROUGE, sentence BLEU); "translation": also sacreBLEU's
+    # cased BLEU and chrF, length, repetition, detachment and length thirds (fairseq_eb.scoring.translation)
+    scores: str = "reference"
 
 
 def _transformer(layers: int, dim: int, ffn: int, heads: int) -> List[str]:
@@ -152,6 +158,11 @@ _register(RecipeConfig(
     mrt_args=("--seq-beam", "2", "--seq-max-len-b", "12"),
     rank_args=("--seq-beam", "2", "--seq-max-len-b", "12"),
 ))
+
+_register(dataclasses.replace(
+    CONFIGS["tiny"], name="tiny_long",
+    description="tests only: `tiny` scored and selected as the long regime is (translation scores, valid-BLEU and "
+    "averaged selections)", selections=("bleu", "avg"), scores="translation"))
 
 # Tuned on the Debian *valid* split (SentencePiece 4k, sources cut to 32 pieces): 2+2 layers d=128, no
 # dropout (a budget of ~2.5 epochs does not overfit). RR's replacement rate ramps up over the first half: from the
@@ -349,6 +360,10 @@ _register(RecipeConfig(
               "--seq-combined-loss-alpha", "0.5", "--seq-risk-scale", "1.0"),
     rank_args=("--seq-beam", "4", *("--seq-max-len-a", "1.5", "--seq-max-len-b", "10"), "--seq-metric", "bleu",
                "--seq-combined-loss-alpha", "0.5", "--seq-rank-margin", "0.001", "--seq-length-penalty", "1.0"),
+    # the teacher-forced valid-loss selection is left out: decoding 5 beams x 2 test sets per selection is the
+    # regime's largest cost after training
+    selections=("bleu", "avg"),
+    scores="translation",
 ))
 
 

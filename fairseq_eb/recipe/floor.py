@@ -39,12 +39,12 @@ def read_lines(path: Path) -> List[str]:
         return [line.rstrip("\n") for line in f]
 
 
-def choose_and_score(raw_dir: Path, tokenize: str, score_fn: Callable[..., Dict[str, float]]
+def choose_and_score(raw_dir: Path, tokenize: str, score_fn: Callable[..., Dict[str, float]], test: str = "test"
                      ) -> Tuple[int, Dict[str, float], Dict[int, float]]:
-    """Pick K by validation ROUGE-L, then score test. Returns (K, test scores, {K: valid ROUGE-L})."""
+    """Pick K by validation ROUGE-L, then score the ``test`` split. Returns (K, its scores, {K: valid ROUGE-L})."""
     valid_src, valid_ref = read_lines(raw_dir / "valid.src"), read_lines(raw_dir / "valid.tgt")
-    test_src, test_ref = read_lines(raw_dir / "test.src"), read_lines(raw_dir / "test.tgt")
-    for name, src, ref in (("valid", valid_src, valid_ref), ("test", test_src, test_ref)):
+    test_src, test_ref = read_lines(raw_dir / f"{test}.src"), read_lines(raw_dir / f"{test}.tgt")
+    for name, src, ref in (("valid", valid_src, valid_ref), (test, test_src, test_ref)):
         if len(src) != len(ref):
             raise ValueError(f"{raw_dir}/{name}.src has {len(src)} lines but {name}.tgt has {len(ref)}")
     by_k = {k: float(score_fn(first_k(valid_src, k, tokenize), valid_ref, tokenize=tokenize)["rouge-l"])

@@ -169,14 +169,13 @@ def generate(spec: RunSpec, beam: int, selection: str = "bleu") -> Path:
 
 def score(spec: RunSpec, beam: int, generated: Path, selection: str = "bleu") -> Dict[str, object]:
     """Score one decoding with :mod:`fairseq_eb.scoring`, plus the share of hypotheses repeating a word bigram
-    (``repeat-2``, in %; degenerate repetition, docs/diagnose.md), unless its JSON exists; returns the scores."""
+    (``repeat-2``, in %; degenerate repetition, docs/diagnose.md) and, for a configuration scored as translation,
+    :func:`fairseq_eb.scoring.translation.translation_scores`, unless its JSON has them; returns the scores."""
     out = spec.run_dir / f"score-{_prefix(spec, selection)}beam{beam}.json"
-    if out.exists():
-        result = json.loads(out.read_text())
-        if "repeat-2" in result:
-            return result
-    else:
-        result = None
+    translation = spec.cfg.scores == "translation"
+    result = json.loads(out.read_text()) if out.exists() else None
+    if result is not None and "repeat-2" in result and (not translation or "chrf" in result):
+        return result
     from fairseq_eb.diagnose.repetition import repeated_ngram_share
     from fairseq_eb.scoring import read_generate_output
     from fairseq_eb.scoring import score as score_fn
@@ -186,13 +185,17 @@ def score(spec: RunSpec, beam: int, generated: Path, selection: str = "bleu") ->
     fresh = result is None
     result = dict(score_fn(hyps, refs, tokenize=spec.tokenize)) if fresh else result
     result["repeat-2"] = 100.0 * repeated_ngram_share(hyps, 2, spec.tokenize)
+    if translation:
+        from fairseq_eb.scoring.translation import translation_scores
+
+        result.update(translation_scores(hyps, refs))
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
     tmp.replace(out)
-    if fresh:
-        echo(f"[{spec.tag} {selection}-selected beam{beam}] ROUGE-L {result['rouge-l']:.2f}  "
-             f"ROUGE-1 {result['rouge-1']:.2f}  ROUGE-2 {result['rouge-2']:.2f}  BLEU {result['bleu']:.2f}  "
-             f"repeated bigram {result['repeat-2']:.1f}%  (n={result.get('n')})")
+    extra = f"  BLEU {result['bleu-cased']:.2f}  chrF {result['chrf']:.2f}" if translation else ""
+    echo(f"[{spec.tag} {selection}-selected {spec.subset} beam{beam}] ROUGE-L {result['rouge-l']:.2f}  "
+         f"ROUGE-1 {result['rouge-1']:.2f}  ROUGE-2 {result['rouge-2']:.2f}  sentence BLEU {result['bleu']:.2f}"
+         f"{extra}  repeated bigram {result['repeat-2']:.1f}%  (n={result.get('n')})")
     return result
 
 

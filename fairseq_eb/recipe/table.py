@@ -18,10 +18,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from fairseq_eb.choices import check_choice
-from fairseq_eb.recipe import aggregate, curves, floor, init_from
+from fairseq_eb.recipe import aggregate, curves, floor, init_from, translation_report
 from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.input_checks import check_floor_cache, check_run_options, load_chosen_checked
 from fairseq_eb.recipe.logged_command import echo
@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chosen", type=Path, default=None,
                    help="chosen.json of a sweep (python -m fairseq_eb.recipe.sweep): each method's settings tuned "
                    "on valid replace the configuration's defaults")
+    p.add_argument("--test-subset", default="test",
+                   help="the split decoded and scored (default test; e.g. ood, an extra test set of prep.ddtp)")
+    p.add_argument("--runs", type=Path, default=None, metavar="DIR",
+                   help="where the runs live (default OUT/runs): a second --out can score the same runs on another "
+                   "--test-subset without training again")
     p.add_argument("--init-from", type=Path, default=None, metavar="CHECKPOINT",
                    help="fine-tune every run from this fairseq checkpoint (e.g. bart.base/model.pt): its architecture "
                    "and model options replace the configuration's, its dictionary must be DATA/bin's, and the "
@@ -95,7 +100,8 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {args.out} exists and is not a directory")
     if args.jobs < 1 or args.threads < 0:
         raise ValueError(f"--jobs must be >= 1 and --threads >= 0, got {args.jobs} and {args.threads}")
-    for needed in ("dict.src.txt", "train.src-tgt.src.bin", "valid.src-tgt.src.bin", "test.src-tgt.src.bin"):
+    for needed in ("dict.src.txt", "train.src-tgt.src.bin", "valid.src-tgt.src.bin",
+                   f"{args.test_subset}.src-tgt.src.bin"):
         if not (args.data / "bin" / needed).exists():
             raise FileNotFoundError(
                 f"--data {args.data}: missing bin/{needed}; prepare the data first "
@@ -119,8 +125,9 @@ def compute_floor(args: argparse.Namespace) -> Optional[Dict[str, object]]:
     raw = args.data / "raw"
     if args.no_floor:
         return None
-    if not all((raw / f).exists() for f in ("valid.src", "valid.tgt", "test.src", "test.tgt")):
-        echo(f"[floor] {raw}/{{valid,test}}.{{src,tgt}} not found: no trivial floor in the table")
+    test = args.test_subset
+    if not all((raw / f).exists() for f in ("valid.src", "valid.tgt", f"{test}.src", f"{test}.tgt")):
+        echo(f"[floor] {raw}/{{valid,{test}}}.{{src,tgt}} not found: no trivial floor in the table")
         return None
     cache = args.out / "floor.json"
     if cache.exists():
@@ -129,9 +136,14 @@ def compute_floor(args: argparse.Namespace) -> Optional[Dict[str, object]]:
             return saved
     from fairseq_eb.scoring import score
 
-    k, scores, by_k = floor.choose_and_score(raw, args.tokenize, score)
+    k, scores, by_k = floor.choose_and_score(raw, args.tokenize, score, test)
     result = {"k": k, "scores": scores, "valid_rouge_l_by_k": by_k, "tokenize": args.tokenize,
               "data": str(args.data.resolve())}
+    if get_config(args.config).scores == "translation":  # a translation's floor: the source copied unchanged
+        from fairseq_eb.scoring.translation import translation_scores
+
+        result["copy_source"] = translation_scores(floor.read_lines(raw / f"{test}.src"),
+                                                   floor.read_lines(raw / f"{test}.tgt"))
     cache.write_text(json.dumps(result, indent=1) + "\n")
     echo(f"[floor] first {k} source {'words' if args.tokenize == 'word' else 'characters'} "
          f"(K chosen on valid): test ROUGE-L {scores['rouge-l']:.2f}")
@@ -166,7 +178,7 @@ def init_fields(spec: Optional[PretrainSpec]) -> Dict[str, object]:
 
 
 def make_specs(args: argparse.Namespace, variants: Optional[Dict[str, List[Dict[str, object]]]] = None,
-               subset: str = "test", selections: Sequence[str] = tuple(SELECTIONS),
+               subset: Optional[str] = None, selections: Optional[Sequence[str]] = None,
                init: Optional[Dict[str, object]] = None, diagnose: bool = True) -> List[RunSpec]:
     """One RunSpec per method × variant × seed, under OUT/runs/<method>/<variant>/seed<S>.
 
@@ -179,6 +191,9 @@ def make_specs(args: argparse.Namespace, variants: Optional[Dict[str, List[Dict[
     user = getattr(args, "init", None)
     if user is not None:
         cfg, init = user.config(cfg), user.run_fields()
+    subset = subset or getattr(args, "test_subset", "test")
+    selections = selections or cfg.selections
+    runs_dir = getattr(args, "runs", None) or args.out / "runs"
     threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
     dev = device_args(args.device)
     extra = shlex.split(args.train_args)
@@ -188,7 +203,7 @@ def make_specs(args: argparse.Namespace, variants: Optional[Dict[str, List[Dict[
         for m in args.methods:
             for v in variants.get(m, [{"variant": DEFAULT_VARIANT, "args": []}]):
                 specs.append(RunSpec(method=m, seed=s, data_dir=args.data,
-                                     run_dir=args.out / "runs" / m / str(v["variant"]) / f"seed{s}", cfg=cfg,
+                                     run_dir=runs_dir / m / str(v["variant"]) / f"seed{s}", cfg=cfg,
                                      beams=args.beams, tokenize=args.tokenize, device_args=dev,
                                      extra_train_args=extra, threads=threads, variant_args=tuple(v["args"]),
                                      subset=subset, selections=tuple(selections), diagnose=diagnose,
@@ -211,6 +226,8 @@ def identity(args: argparse.Namespace, chosen: Dict[str, Dict[str, object]]) -> 
     """What makes two invocations the same experiment (methods, seeds and beams may grow)."""
     ident = {"data": data_fingerprint(args.data), "config": args.config, "tokenize": args.tokenize,
              "train_args": args.train_args, "device": args.device, "chosen": chosen}
+    if getattr(args, "test_subset", "test") != "test":  # only then: the identity of earlier results is unchanged
+        ident["test_subset"] = args.test_subset
     if getattr(args, "init", None) is not None:  # the user's checkpoint, by content
         ident["init_from"] = args.init.sha256
     return ident
@@ -286,7 +303,7 @@ def reference_repetition(args) -> float:
     """% of the test references that repeat a word bigram (what natural titles do)."""
     from fairseq_eb.diagnose.repetition import repeated_ngram_share
 
-    refs = args.data / "raw" / "test.tgt"
+    refs = args.data / "raw" / f"{getattr(args, 'test_subset', 'test')}.tgt"
     if not refs.exists():
         return float("nan")
     return 100.0 * repeated_ngram_share(refs.read_text(encoding="utf-8").splitlines(), 2, args.tokenize)
@@ -406,12 +423,42 @@ def noise_markdown(results) -> List[str]:
     return lines + [""]
 
 
+def translation_sections(args, results, summaries, floor_result) -> Tuple[List[str], Dict[str, object]]:
+    """The translation report (:mod:`fairseq_eb.recipe.translation_report`) of every checkpoint selection decoded."""
+    from fairseq_eb.scoring import read_generate_output
+
+    runs = {(sp.method, sp.seed): sp for sp in results}
+    spm = args.data / "spm.model"
+    titles = {"bleu": "Checkpoints selected by the valid BLEU of beam-1 decoding",
+              "loss": "Checkpoints selected by validation loss",
+              "avg": f"Average of the last {get_config(args.config).average_last} checkpoints"}
+    copy = (floor_result or {}).get("copy_source")
+    md = ["## Translation scores", "",
+          "sacreBLEU " + ", ".join(f"{k}: `{v}`" for k, v in (copy or {}).get("signatures", {}).items()) + ".", ""]
+    record: Dict[str, object] = {"summary": {}, "copy_source": copy}
+    for sel, summary in summaries.items():
+        def load(method: str, seed: int, beam: int, sel: str = sel):
+            path = generated_path(runs[method, seed], beam, sel)
+            return read_generate_output(str(path), spm_model=str(spm) if spm.exists() else None)
+
+        stats = translation_report.SentenceStats(load)
+        lines, rec = translation_report.report(summary, stats, list(runs), args.methods, METHODS, args.beams,
+                                               titles.get(sel, sel), copy)
+        md += lines
+        record["summary"][sel] = {m: {b: {k: summary[m][b][k] for k in translation_report.SUMMARY_KEYS}
+                                      for b in args.beams} for m in args.methods}
+        record[sel] = rec
+    return md, record
+
+
 def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, object],
                   chosen: Dict[str, Dict[str, object]], pretrain: Optional[Dict[str, object]] = None) -> str:
     """table.md, curves.md, results.json and plot.png under OUT; returns the table's Markdown text."""
     from fairseq_eb.recipe.plot import plot_summary
 
-    metrics = [k for k, _ in METRIC_TITLES] + ["repeat-2"]
+    cfg = get_config(args.config)
+    translation = cfg.scores == "translation"
+    metrics = [k for k, _ in METRIC_TITLES] + ["repeat-2"] + (translation_report.SUMMARY_KEYS if translation else [])
     summaries = {sel: aggregate.summarise(collect(results, sel), metrics) for sel in SELECTIONS
                  if results and all(sel in res["by_selection"] for res in results.values())}
     summary = summaries["bleu"]
@@ -423,8 +470,9 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
     seeds_txt = ", ".join(map(str, args.seeds))
     settings = [f"- {labels[m]}: {' '.join(chosen[m]['args']) or 'the configuration defaults'} "
                 f"(variant `{chosen[m]['variant']}`, chosen on valid)" for m in args.methods if m in chosen]
+    subset = getattr(args, "test_subset", "test")
     md = [f"# {name}: {' vs '.join(labels[m] for m in args.methods)} (config `{args.config}`, "
-          f"seeds {seeds_txt}, test split, mean ± std over seeds, scores × 100, {args.tokenize}-level)", "",
+          f"seeds {seeds_txt}, {subset} split, mean ± std over seeds, scores × 100, {args.tokenize}-level)", "",
           selection_note(args.config), "",
           *([f"Every run fine-tuned from `--init-from {args.init.checkpoint}` (`{' '.join(args.init.model_options)}`, "
              f"sha256 {args.init.sha256[:12]}…); the configuration's model options and pre-training were not used.",
@@ -446,10 +494,12 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
            "decoder input replaced by the model's own argmax (r = 0.3 of the inputs) vs gold inputs, on the first "
            "200 valid sentences; model err. = share of those sentences whose reference the model scores below its "
            "own beam-1 output (fairseq-eb-diagnose, docs/diagnose.md).", ""]
-    md += ["## Checkpoints selected by validation loss (teacher-forced)", "",
-           aggregate.long_table(summaries["loss"], args.methods, labels, args.beams, floor_scores, floor_label), ""]
-    same = sum(1 for res in results.values() if res["selection"].get("same"))
-    md.append(f"Both selections picked the same checkpoint in {same} of {len(results)} runs.")
+    if "loss" in summaries:
+        md += ["## Checkpoints selected by validation loss (teacher-forced)", "",
+               aggregate.long_table(summaries["loss"], args.methods, labels, args.beams, floor_scores, floor_label),
+               ""]
+        same = sum(1 for res in results.values() if res["selection"].get("same"))
+        md.append(f"Both selections picked the same checkpoint in {same} of {len(results)} runs.")
     found_avg = {}
     if "avg" in summaries:
         k = get_config(args.config).average_last
@@ -461,6 +511,10 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
                "", "ROUGE-L of each method minus the baseline's, paired by seed:", "",
                aggregate.paired_table(summaries["avg"], args.methods, labels, args.beams), ""]
         md += intervals_markdown(found_avg, args.methods, args.beams)
+    translation_record = None
+    if translation:
+        sections, translation_record = translation_sections(args, results, summaries, floor_result)
+        md += sections
     md += noise_markdown(results)
     if floor_result:
         md.append(f"Trivial floor: the first {floor_result['k']} source tokens (K chosen on valid) score "
@@ -480,7 +534,6 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
         echo(f"[recipe] warning: {w}", sys.stderr)
     plot_summary(summary, args.methods, labels, args.beams, args.out / "plot.png",
                  f"{name} — config {args.config}, seeds {seeds_txt}", floor_scores)
-    cfg = get_config(args.config)
     payload = {
         "identity": ident, "data": str(args.data.resolve()), "name": name, "config": args.config,
         "config_description": cfg.description, "methods": args.methods, "seeds": args.seeds, "beams": args.beams,
@@ -490,7 +543,8 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
         "diagnostics": diagnostics(results),
         "paired_rouge_l": {m: {b: aggregate.paired_delta(summary, m, b) for b in args.beams}
                            for m in args.methods if m != "baseline"},
-        "intervals_rouge_l": found, "intervals_rouge_l_avg": found_avg,
+        "intervals_rouge_l": found, "intervals_rouge_l_avg": found_avg, "translation": translation_record,
+        "test_subset": subset,
         "runs": {f"{sp.method}/seed{sp.seed}": {"train": res["train"], "diagnosis": res.get("diagnosis"), "selection": {
                      k: res["selection"][k] for k in ("bleu", "loss", "same")},
                  "scores": res["scores"], "scores_by_selection": res["by_selection"],
