@@ -83,3 +83,24 @@ def test_corpus_bootstrap_is_paired_and_detects_a_clear_gain():
         corpus_bootstrap(m, r[:1], "bleu-cased")
     with pytest.raises(ValueError, match="chrf needs 18"):
         corpus_bootstrap(m, r, "chrf")
+
+
+def test_oracle_gap_reads_nbest_output_and_picks_the_best_candidate(tmp_path):
+    from fairseq_eb.diagnose.oracle import oracle_gap, read_nbest
+
+    gen = tmp_path / "gen.txt"
+    gen.write_text("S-1\tsrc\nT-1\tIl gatto è sul tappeto.\nH-1\t-0.5\tIl cane dorme.\n"
+                   "H-1\t-0.7\tIl gatto è sul tappeto.\n"
+                   "S-0\tsrc\nT-0\tCiao mondo.\nH-0\t-0.1\tCiao mondo.\nH-0\t-0.9\tCiao a tutti.\n")
+    cands, refs = read_nbest(str(gen))
+    assert refs == ["Ciao mondo.", "Il gatto è sul tappeto."] and cands[1] == ["Il cane dorme.",
+                                                                                "Il gatto è sul tappeto."]
+    out = oracle_gap(cands, refs)
+    assert out["first_is_oracle"] == 0.5 and out["oracle_mean_rank"] == 1.5 and out["k"] == 2
+    assert out["oracle"]["bleu-cased"] == pytest.approx(100.0)
+    assert out["first"]["chrf"] == pytest.approx(CHRF().corpus_score(["Ciao mondo.", "Il cane dorme."], [refs]).score)
+    assert out["gap"]["chrf"] == pytest.approx(out["oracle"]["chrf"] - out["first"]["chrf"]) and out["gap"]["chrf"] > 0
+    bad = tmp_path / "bad.txt"
+    bad.write_text("T-0\tx\n")
+    with pytest.raises(ValueError, match="nbest"):
+        read_nbest(str(bad))
