@@ -82,6 +82,16 @@ def test_sweep_grid_and_choice():
     assert chosen["rr"]["valid_rouge_l"] == pytest.approx(11.5) and chosen["gp"]["variant"] == "x"
     table = sweep.sweep_table(results, ["rr", "gp"], [1, 2], chosen)
     assert "| RR | `b` | 11.00 | 12.00 | 11.50 | **yes** |" in table
+    # a translation configuration chooses by BLEU; "default" names the configuration's own settings
+    for _, res in results.items():
+        for b, sc in res["scores"].items():
+            sc["bleu-cased"] = -sc["rouge-l"]
+    by_bleu = sweep.choose(results, [1, 2], "bleu-cased")
+    assert by_bleu["rr"]["variant"] == "a" and by_bleu["rr"]["valid_bleu-cased"] == pytest.approx(-11.0)
+    assert "valid BLEU beam 1" in sweep.sweep_table(results, ["rr"], [1, 2], by_bleu, "bleu-cased")
+    assert sweep.selection_metric("long") == "bleu-cased" and sweep.selection_metric("finetune") == "rouge-l"
+    assert [v["variant"] for v in sweep.grid("rr", 1000, ["default", "target-pt0.1"])] == ["default", "target-pt0.1"]
+    assert sweep.grid("ss", 1000, ["default"]) == [{"variant": "default", "args": []}]
 
 
 def test_finetune_prep_subsets_and_pretraining_text(toy_bin, tmp_path):

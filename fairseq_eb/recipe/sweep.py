@@ -84,8 +84,10 @@ _FRACTIONS = {"HALF": 2, "QUARTER": 4}
 
 
 def grid(method: str, max_update: int, only: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
-    """The variants of ``method`` (``HALF`` / ``QUARTER`` = that share of ``max_update``), optionally filtered."""
-    variants = GRIDS.get(method, {DEFAULT_VARIANT: []})
+    """The variants of ``method`` (``HALF`` / ``QUARTER`` = that share of ``max_update``), optionally filtered;
+    ``default`` in ``only`` adds the configuration's own settings (the run a table without ``--chosen`` trains)."""
+    variants = {DEFAULT_VARIANT: [], **GRIDS.get(method, {})} if only and DEFAULT_VARIANT in only else \
+        GRIDS.get(method, {DEFAULT_VARIANT: []})
     names = [n for n in variants if only is None or n in only or method == "baseline"]
     return [{"variant": n, "args": [str(max_update // _FRACTIONS[a]) if a in _FRACTIONS else a for a in variants[n]]}
             for n in names]
@@ -96,33 +98,39 @@ def _max_update(train_args: Sequence[str]) -> int:
     return int(args[args.index("--max-update") + 1]) if "--max-update" in args else 0
 
 
-def choose(results, beams: Sequence[int]) -> Dict[str, Dict[str, object]]:
-    """Per method, the variant with the highest mean valid ROUGE-L over beams and seeds (grid order breaks ties)."""
+def selection_metric(config: str) -> str:
+    """What a sweep maximises: valid ROUGE-L (the reference experiment's), BLEU for a translation configuration."""
+    return "bleu-cased" if get_config(config).scores == "translation" else "rouge-l"
+
+
+def choose(results, beams: Sequence[int], metric: str = "rouge-l") -> Dict[str, Dict[str, object]]:
+    """Per method, the variant with the highest mean valid ``metric`` over beams and seeds (grid order breaks ties)."""
     table: Dict[str, Dict[str, List[float]]] = {}
     args_of: Dict[tuple, List[str]] = {}
     for sp, res in results.items():
         variant = sp.run_dir.parent.name
         for beam in beams:
-            table.setdefault(sp.method, {}).setdefault(variant, []).append(float(res["scores"][beam]["rouge-l"]))
+            table.setdefault(sp.method, {}).setdefault(variant, []).append(float(res["scores"][beam][metric]))
         args_of[(sp.method, variant)] = list(sp.variant_args)
     chosen = {}
     for method, by_variant in table.items():
         means = {v: sum(x) / len(x) for v, x in by_variant.items()}
         best = max(means, key=lambda v: means[v])  # dicts keep grid order: max keeps the first of equals
-        chosen[method] = {"variant": best, "args": args_of[(method, best)], "valid_rouge_l": means[best],
-                          "all": means}
+        chosen[method] = {"variant": best, "args": args_of[(method, best)],
+                          ("valid_rouge_l" if metric == "rouge-l" else f"valid_{metric}"): means[best], "all": means}
     return chosen
 
 
-def sweep_table(results, methods: Sequence[str], beams: Sequence[int], chosen) -> str:
-    """Markdown: one row per method × variant, valid ROUGE-L per beam (mean ± std over seeds)."""
-    head = "| method | variant | " + " | ".join(f"valid ROUGE-L beam {b}" for b in beams) + " | mean | chosen |"
+def sweep_table(results, methods: Sequence[str], beams: Sequence[int], chosen, metric: str = "rouge-l") -> str:
+    """Markdown: one row per method × variant, the valid ``metric`` per beam (mean ± std over seeds)."""
+    title = {"rouge-l": "ROUGE-L", "bleu-cased": "BLEU"}.get(metric, metric)
+    head = "| method | variant | " + " | ".join(f"valid {title} beam {b}" for b in beams) + " | mean | chosen |"
     lines = [head, "|" + "---|" * (4 + len(beams))]
     rows: Dict[tuple, Dict[int, List[float]]] = {}
     for sp, res in results.items():
         key = (sp.method, sp.run_dir.parent.name)
         for b in beams:
-            rows.setdefault(key, {}).setdefault(b, []).append(float(res["scores"][b]["rouge-l"]))
+            rows.setdefault(key, {}).setdefault(b, []).append(float(res["scores"][b][metric]))
     for method in methods:
         for (m, variant), by_beam in rows.items():
             if m != method:
@@ -140,14 +148,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.description = __doc__.split("\n\n")[0]
     parser.add_argument("--variants", nargs="+", default=None,
                         help="run only these variant names of the grids (default: every variant); "
-                        f"names: {', '.join(n for g in GRIDS.values() for n in g)}")
+                        f"names: {DEFAULT_VARIANT} (the configuration's own settings), "
+                        f"{', '.join(n for g in GRIDS.values() for n in g if n != DEFAULT_VARIANT)}")
     parser.set_defaults(seeds=[1])
     args = parser.parse_args(argv)
     try:
         validate(args)
         if args.chosen is not None:
             raise ValueError("--chosen belongs to the table recipe, not to the sweep")
-        unknown = [v for v in args.variants or [] if not any(v in g for g in GRIDS.values())]
+        unknown = [v for v in args.variants or [] if v != DEFAULT_VARIANT and not any(v in g for g in GRIDS.values())]
         if unknown:
             raise ValueError(f"--variants: unknown {unknown}")
         cfg = get_config(args.config)
@@ -170,10 +179,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     echo(f"[sweep] {len(specs)} runs on valid ({', '.join(f'{m}: {len(v)}' for m, v in variants.items())} variants "
          f"× seeds {args.seeds}), config {args.config}")
     results = run_all(specs, args.jobs)
-    chosen = choose(results, args.beams)
+    metric = selection_metric(args.config)
+    title = {"rouge-l": "ROUGE-L", "bleu-cased": "BLEU"}[metric]
+    chosen = choose(results, args.beams, metric)
     text = (f"# Sweep on the validation split (config `{args.config}`, seeds {', '.join(map(str, args.seeds))}, "
-            f"main checkpoint selection, ROUGE-L × 100)\n\n" + sweep_table(results, args.methods, args.beams, chosen)
-            + f"\n\nChosen per method: highest mean valid ROUGE-L over beams {args.beams} and seeds. "
+            f"main checkpoint selection, {title} × 100)\n\n"
+            + sweep_table(results, args.methods, args.beams, chosen, metric)
+            + f"\n\nChosen per method: highest mean valid {title} over beams {args.beams} and seeds. "
             f"Wall time this invocation: {(time.time() - start) / 60:.1f} min.\n")
     out = args.out / "sweep"
     out.mkdir(parents=True, exist_ok=True)
