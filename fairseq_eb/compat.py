@@ -8,10 +8,10 @@ the other data-parallel ranks, omegaconf containers. torch >= 2.6 loads with ``w
 rejects those types. We allow-list exactly those types instead of switching safe loading off, so a
 malicious checkpoint still cannot run code.
 
-Some prebuilt fairseq wheels (seen with ve-fairseq 0.12.3) ship a compiled ``batch_by_size`` that drops
-the trailing indices when ``required_batch_size_multiple`` > 1: ``fairseq-generate`` then silently
-skips the longest test sentences and training skips them every epoch. We wrap it so the tail is
-always batched too.
+fairseq's ``data_utils.batch_by_size`` drops the last batch when its size is not a multiple of
+``required_batch_size_multiple`` (upstream main since 2022-12, d871f616; every 0.12.3 build, not the 0.12.2
+release): ``fairseq-generate`` then silently skips the longest test sentences and training skips them every
+epoch. We wrap it so the tail is always batched too.
 
 fairseq forms the training batches once, with a seed that includes the epoch the iterator is built in,
 and then only reshuffles their order each epoch. An uninterrupted run builds it in epoch 1; a run resumed in
@@ -355,8 +355,8 @@ def stop_prefetch_threads(timeout: float = 30.0) -> int:
 def batch_by_size_drops_tail() -> Optional[bool]:
     """Whether this fairseq's own ``batch_by_size`` leaves out the tail after the last full multiple (None: unknown).
 
-    Probed on 10 equal-length indices in batches of 4 with ``required_batch_size_multiple=4``: a correct kernel
-    returns 4 + 4 + 2 indices, the faulty compiled one of ve-fairseq 0.12.3 only 4 + 4.
+    Probed on 10 equal-length indices in batches of 4 with ``required_batch_size_multiple=4``: fairseq 0.12.2
+    returns 4 + 4 + 2 indices, main since 2022-12 (ve-fairseq, fairseq-fixed) only 4 + 4.
     """
     try:
         from fairseq.data import data_utils

@@ -66,7 +66,7 @@ def _complete_batches_here() -> Tuple[bool, str]:
     if dropped is None:
         return True, "this fairseq's batch_by_size could not be probed; the wrapper is harmless"
     if dropped:
-        return True, "this fairseq's compiled batch_by_size drops the tail (probed)"
+        return True, "this fairseq's batch_by_size drops the last batch short of the multiple (probed)"
     return True, "this fairseq's batch_by_size keeps the tail (probed): the wrapper changes nothing here"
 
 
@@ -144,9 +144,11 @@ REGISTRY: List[Patch] = [
           "tests/test_compat.py::test_namespace_and_omegaconf_load_with_weights_only",
           _install_safe_globals, _safe_globals_here),
     Patch("complete_batches",
-          "a compiled batch_by_size that drops the indices after the last full --required-batch-size-multiple: "
-          "fairseq-generate silently skipped the longest test sentences (16 of 20 in the test)",
-          "ve-fairseq 0.12.3's compiled extension; builds whose kernel keeps the tail are unaffected",
+          "fairseq's batch_by_size drops the last batch when its size is not a multiple of "
+          "--required-batch-size-multiple: fairseq-generate silently skipped the longest test sentences (16 of 20 "
+          "in the test) and training skipped them every epoch",
+          "every build of fairseq's main since 2022-12-12 (d871f616, data2vec 2.0): ve-fairseq 0.12.3, "
+          "fairseq-fixed 0.12.3.1, a checkout of main; not the 0.12.2 release",
           "tests/test_task_e2e.py::test_generate_and_interactive_on_checkpoint",
           _install_complete_batches, _complete_batches_here),
     Patch("resumed_epoch_batches",

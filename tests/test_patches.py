@@ -75,8 +75,8 @@ def test_a_bad_selection_stops_fairseq_in_one_line(toy_bin, tmp_path):
 
 
 def test_complete_batches_switch_decides_how_many_test_sentences_fairseq_generate_decodes(toy_bin, tmp_path):
-    """fairseq-generate's default --required-batch-size-multiple is 8: 20 test sentences, and a kernel that drops
-    the tail decodes only 16 of them. With the patch every build decodes 20; without it, what the build does."""
+    """fairseq-generate's default --required-batch-size-multiple is 8: of 20 test sentences, a batch_by_size that drops
+    the short last batch decodes 16. With the patch every build decodes 20; without it, what the build does."""
     run_fairseq("train", [toy_bin, "--user-dir", USER_DIR, "--task", "translation", *TINY_MODEL, *TRAIN_COMMON,
                           "--max-update", "2", "--save-dir", tmp_path, "--disable-validation"])
 
