@@ -45,10 +45,26 @@ def _safe_globals_here() -> Tuple[bool, str]:
 
     if getattr(torch.serialization, "add_safe_globals", None) is None:
         return False, f"torch {torch.__version__} has no safe-globals list (added in 2.4) and loads unsafely by default"
+    if _fairseq_loads_unsafely():
+        return True, ("this fairseq passes weights_only=False itself (upstream main since 2025-09-30): checkpoints "
+                      "load unsafely and the list is unused")
     if _torch_version() >= (2, 6):
         return True, f"torch {torch.__version__} loads with weights_only=True by default"
     return True, (f"torch {torch.__version__} loads with weights_only=False by default; the list serves "
                   "explicit weights_only=True loads")
+
+
+def _fairseq_loads_unsafely() -> bool:
+    """Whether fairseq's checkpoint loader passes ``weights_only=False`` (upstream 3d262bb2, "Pt2.6 compatibility")."""
+    import inspect
+
+    try:
+        from fairseq import checkpoint_utils
+
+        loader = inspect.unwrap(checkpoint_utils.load_checkpoint_to_cpu)
+        return "weights_only=False" in inspect.getsource(loader)
+    except Exception:  # no source (a frozen build) or no fairseq: assume torch's default
+        return False
 
 
 def _install_safe_globals() -> None:
