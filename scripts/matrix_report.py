@@ -37,6 +37,7 @@ def record(args: argparse.Namespace) -> None:
         "torch": env.get("torch", {}).get("version", "-"),
         "fairseq": fairseq.get("distribution", "-"),
         "numpy": env.get("packages", {}).get("numpy", "-"),
+        "plugin_commit": env.get("fairseq-eb", {}).get("git_commit", "none")[:7],
         "extensions_failing": sorted(k.rsplit(".", 1)[-1] for k, v in exts.items() if v != "ok"),
         "patches_active": [p["name"] for p in env.get("patches", {}).get("patches", [])
                            if p["state"] == "on when loaded"],
@@ -68,8 +69,10 @@ def table(rows: List[Dict[str, Any]]) -> str:
                      f"**{r['status']}** | {r['tests']} | {r['smoke']} | {minutes} | {r['size']} | {exts} |")
     notes = [f"- `{r['cell']}`: {r['note']}" for r in rows if r.get("note")]
     dates = sorted({r["date"] for r in rows})
+    commits = sorted({r.get("plugin_commit", "none") for r in rows} - {"none", "-"})
     out = [f"Measured {' to '.join([dates[0], dates[-1]] if len(dates) > 1 else dates)} by `bash scripts/matrix.sh` "
-           "on 2 CPU cores shared with other jobs (times include installing from the local wheel cache).", "", *lines]
+           f"(plugin commit {', '.join(commits) or 'unknown'}) on 2 CPU cores shared with other jobs; a cell's time "
+           "includes building its environment from the local wheel cache.", "", *lines]
     if notes:
         out += ["", *notes]
     return "\n".join(out)
