@@ -4,6 +4,7 @@
 # docs/compatibility.md were measured with; a tampered or substituted file is refused). Re-running installs nothing.
 #   VENV=path         where the environment lives (default: .venv in the repo)
 #   TORCH_SPEC=...    install this torch instead of the locked one (e.g. your CUDA build: "torch==2.5.1"); not hashed
+#   FAIRSEQ_SPEC=...  install this fairseq (with --no-deps) instead of the locked ve-fairseq, where none is installed
 #   LOCK=file         the lock file (default requirements/lock.txt; refresh it with scripts/lock.sh)
 # An environment this script did not create is only completed: packages already in it (your own torch, your own
 # fairseq from source or a fork, your numpy) are never replaced. One it created follows the lock exactly.
@@ -34,7 +35,9 @@ own_fairseq=$("$py" -c "
 import sys; sys.path.insert(0, '.')
 from fairseq_eb.fairseq_check import distribution_of
 d = distribution_of('fairseq'); print(d[0] if d else '')")
-if [ -n "$own_fairseq" ] && [ "$own_fairseq" != "ve-fairseq" ]; then
+if [ -n "${FAIRSEQ_SPEC:-}" ] && [ -z "$own_fairseq" ]; then
+  skip+=(ve-fairseq)  # installed after the lock, which brings its dependencies
+elif [ -n "$own_fairseq" ] && [ "$own_fairseq" != "ve-fairseq" ]; then
   skip+=(ve-fairseq)
   if "$py" -c "import torch" 2>/dev/null; then  # a fairseq that cannot import: say why before installing anything
     "$py" -m fairseq_eb.fairseq_check || [ $? -eq 1 ] || exit 2
@@ -46,6 +49,10 @@ todo=$(mktemp); trap 'rm -f "$todo"' EXIT
 if [ -s "$todo" ]; then
   echo "[setup] installing $(grep -c '==' "$todo") locked packages from $LOCK (hash-checked)"
   pipq --require-hashes --no-deps -r "$todo"
+fi
+if [ -n "${FAIRSEQ_SPEC:-}" ] && [ -z "$own_fairseq" ]; then
+  echo "[setup] installing $FAIRSEQ_SPEC (FAIRSEQ_SPEC: not from the lock)"
+  pipq --no-deps "$FAIRSEQ_SPEC"
 fi
 if ! (cd / && "$py" -c "import importlib.metadata as m; m.version('fairseq-eb')" 2>/dev/null) \
     || [[ ! -x "$VENV/bin/fairseq-eb-env" ]]; then
