@@ -8,7 +8,9 @@
 #                  source, ~5 min on 2 cores) once and reused by later runs (default ~/.cache/fairseq-eb-matrix)
 #   MATRIX_OUT     the cells' environments, logs and results.jsonl (default runs/matrix)
 #   FAIRSEQ_GIT    a clone (or URL) of fairseq's git repository, for the v0.12.2 tag (default: GitHub)
-# About an hour on 2 CPU cores with a warm cache; run it in the background (nohup bash scripts/matrix.sh &).
+# About an hour on 2 idle CPU cores with a warm cache; run it in the background (nohup bash scripts/matrix.sh &).
+# Cells are independent: on a machine busy with other (higher-priority) jobs, run them side by side, each with its
+# own MATRIX_OUT, and merge: python scripts/matrix_report.py table --results runs/matrix-*/results.jsonl
 # The PyPI torch cells lift this machine's pip cap on torch (/etc/xdg/pip) for their download only
 # (PIP_CONFIG_FILE=/dev/null); every install into a cell is offline (--no-index) from the cache.
 set -uo pipefail

@@ -12,10 +12,12 @@ import argparse
 import datetime
 import json
 import os
+import re
 import sys
 from typing import Any, Dict, List, Optional
 
 BEGIN, END = "<!-- matrix:begin -->", "<!-- matrix:end -->"
+CELL_ORDER = ["default", "source", "fairseq-0.12.2", "torch-2.1.2", "torch-2.5.1", "torch-2.15.0", "wheel"]
 
 
 def _load(path: str) -> Dict[str, Any]:
@@ -47,15 +49,17 @@ def record(args: argparse.Namespace) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def latest(results: str) -> List[Dict[str, Any]]:
-    """The last recorded row of each cell, in first-recorded order."""
+def latest(results: List[str], order: List[str]) -> List[Dict[str, Any]]:
+    """The last recorded row of each cell across the files, in matrix.sh's cell order (others after)."""
     rows: Dict[str, Dict[str, Any]] = {}
-    with open(results) as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                rows[row["cell"]] = row
-    return list(rows.values())
+    for path in results:
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    rows[row["cell"]] = row
+    rank = {cell: i for i, cell in enumerate(order)}
+    return sorted(rows.values(), key=lambda r: rank.get(r["cell"], len(rank)))
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
@@ -65,8 +69,9 @@ def table(rows: List[Dict[str, Any]]) -> str:
     for r in rows:
         minutes = f"{r['seconds'] // 60} min {r['seconds'] % 60:02d} s"
         exts = ", ".join(r["extensions_failing"]) or "none"
+        tests = re.sub(r",? \d+ warnings?", "", r["tests"])
         lines.append(f"| {r['cell']} | {r['python']} | {r['torch']} | {r['fairseq']} | {r['numpy']} | "
-                     f"**{r['status']}** | {r['tests']} | {r['smoke']} | {minutes} | {r['size']} | {exts} |")
+                     f"**{r['status']}** | {tests} | {r['smoke']} | {minutes} | {r['size']} | {exts} |")
     notes = [f"- `{r['cell']}`: {r['note']}" for r in rows if r.get("note")]
     dates = sorted({r["date"] for r in rows})
     commits = sorted({r.get("plugin_commit", "none") for r in rows} - {"none", "-"})
@@ -104,15 +109,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     rec.add_argument("--size", default="-")
     rec.add_argument("--note", default="")
     tab = sub.add_parser("table")
-    tab.add_argument("--results", required=True)
+    tab.add_argument("--results", required=True, nargs="+",
+                     help="results.jsonl files (several: cells run side by side with their own MATRIX_OUT)")
     tab.add_argument("--write", metavar="DOC", help="replace the matrix section of this Markdown file")
     args = parser.parse_args(argv)
     if args.command == "record":
         record(args)
         return 0
-    if not os.path.exists(args.results):
-        sys.exit(f"matrix_report.py: error: --results {args.results}: no such file (run scripts/matrix.sh first)")
-    text = table(latest(args.results))
+    for path in args.results:
+        if not os.path.exists(path):
+            sys.exit(f"matrix_report.py: error: --results {path}: no such file (run scripts/matrix.sh first)")
+    text = table(latest(args.results, CELL_ORDER))
     print(text)
     if args.write:
         write(args.write, text)
