@@ -37,7 +37,10 @@ fetch_wheels() {  # download SPECs (and their dependencies) into the cache once,
   [ -f "$marker" ] && return 0
   say "downloading $* (with dependencies) into $CACHE/wheels"
   local before; before=$(du -sm "$CACHE/wheels" | cut -f1)
-  PIP_CONFIG_FILE=/dev/null "$PY" -m pip download -q --only-binary=:all: -d "$CACHE/wheels" "$@" || return 1
+  # one download at a time: cells run side by side once failed here with ResolutionImpossible, each reading the
+  # other's half-written shared dependencies (the same download alone succeeds)
+  PIP_CONFIG_FILE=/dev/null flock "$CACHE/wheels/.lock" "$PY" -m pip download -q --only-binary=:all: \
+    -d "$CACHE/wheels" "$@" || return 1
   echo "$(( $(du -sm "$CACHE/wheels" | cut -f1) - before )) MB downloaded" > "$marker"
 }
 
