@@ -37,8 +37,8 @@ fetch_wheels() {  # download SPECs (and their dependencies) into the cache once,
   [ -f "$marker" ] && return 0
   say "downloading $* (with dependencies) into $CACHE/wheels"
   local before; before=$(du -sm "$CACHE/wheels" | cut -f1)
-  # one download at a time: cells run side by side once failed here with ResolutionImpossible, each reading the
-  # other's half-written shared dependencies (the same download alone succeeds)
+  # one download at a time: two cells run side by side once failed here with ResolutionImpossible while
+  # downloading into the shared folder together (the same torch==2.15.0 download had succeeded alone before)
   PIP_CONFIG_FILE=/dev/null flock "$CACHE/wheels/.lock" "$PY" -m pip download -q --only-binary=:all: \
     -d "$CACHE/wheels" "$@" || return 1
   echo "$(( $(du -sm "$CACHE/wheels" | cut -f1) - before )) MB downloaded" > "$marker"
