@@ -52,7 +52,7 @@ def install_kind(dist_name: Optional[str]) -> str:
         return "unknown"
     text = next((r for r in records if r), None)
     if not text:
-        return "from an index (wheel or sdist)"
+        return "from a wheel or sdist (an index or --find-links)"
     info = json.loads(text)
     url = info.get("url", "")
     if info.get("dir_info", {}).get("editable"):
