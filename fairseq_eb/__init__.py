@@ -17,24 +17,28 @@ _REGISTERED = False
 
 
 def register() -> None:
-    """Apply the shims, register the task and criterion, and improve fairseq's CLI (idempotent).
+    """Apply the patches, register the task and criterion, and improve fairseq's CLI (idempotent).
 
-    Needs torch and fairseq. Details of each shim: :mod:`fairseq_eb.compat`.
+    Needs torch and fairseq. Which patches, why, and how to switch them (``FAIRSEQ_EB_PATCHES``):
+    :mod:`fairseq_eb.patches`; their code: :mod:`fairseq_eb.compat`.
     """
     global _REGISTERED
     if _REGISTERED:  # also guards the re-entry from fairseq_eb.tasks / fairseq_eb.criterions below
         return
     _REGISTERED = True
     try:
-        from fairseq_eb import cli_validation, compat
+        from fairseq_eb import patches
 
-        compat.apply()
+        try:
+            patches.apply("load")
+        except patches.PatchSelectionError as e:  # a bad FAIRSEQ_EB_PATCHES: one line, exit 2, like a bad option
+            print(f"fairseq-eb: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
         # Imported for their @register_* side effects.
         import fairseq_eb.criterions  # noqa: F401
         import fairseq_eb.tasks  # noqa: F401
 
-        compat.complete_cli_help()
-        cli_validation.install()
+        patches.apply("cli")
     except BaseException:
         _REGISTERED = False
         raise

@@ -1,14 +1,17 @@
-"""Compatibility shims between fairseq 0.12.x and current torch, applied by ``fairseq_eb.register()``.
+"""Compatibility shims between fairseq 0.12.x and current torch: the implementations behind the patch registry.
+
+Which of them ``fairseq_eb.register()`` installs, and how to switch each off, is decided in
+:mod:`fairseq_eb.patches` (listed by ``fairseq-eb-env``).
 
 Why: fairseq checkpoints pickle ``argparse.Namespace`` and, when rank 0 broadcasts a resumed state to
 the other data-parallel ranks, omegaconf containers. torch >= 2.6 loads with ``weights_only=True`` and
 rejects those types. We allow-list exactly those types instead of switching safe loading off, so a
 malicious checkpoint still cannot run code.
 
-Some prebuilt fairseq wheels (seen with ve-fairseq 0.12.3) ship a compiled ``batch_by_size`` that drops
-the trailing indices when ``required_batch_size_multiple`` > 1: ``fairseq-generate`` then silently
-skips the longest test sentences and training skips them every epoch. We wrap it so the tail is
-always batched too.
+fairseq's ``data_utils.batch_by_size`` drops the last batch when its size is not a multiple of
+``required_batch_size_multiple`` (upstream main since 2022-12, d871f616; every 0.12.3 build, not the 0.12.2
+release): ``fairseq-generate`` then silently skips the longest test sentences and training skips them every
+epoch. We wrap it so the tail is always batched too.
 
 fairseq forms the training batches once, with a seed that includes the epoch the iterator is built in,
 and then only reshuffles their order each epoch. An uninterrupted run builds it in epoch 1; a run resumed in
@@ -49,12 +52,9 @@ import sys
 import threading
 import time
 import typing
-from typing import Any, Callable, List, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
-import torch
-
-_APPLIED = False
 
 
 def checkpoint_safe_globals() -> List[object]:
@@ -200,7 +200,7 @@ def one_line_checkpoint_errors(original: Callable[..., Any]) -> Callable[..., An
     return load_checkpoint_to_cpu
 
 
-def _exit_2_on_checkpoint_errors() -> None:
+def exit_2_on_checkpoint_errors() -> None:
     """An uncaught :class:`CheckpointLoadError` prints ``PROG: error: MESSAGE`` and exits 2, like argparse.
 
     Hydra's entry point (``fairseq-hydra-train``) catches exceptions itself and prints them its own way.
@@ -218,7 +218,7 @@ def _exit_2_on_checkpoint_errors() -> None:
     sys.excepthook = hook
 
 
-def _wrap_once(module: str, owner: str, name: str, wrap: Callable[[Any], Any], marker: str) -> None:
+def wrap_once(module: str, owner: str, name: str, wrap: Callable[[Any], Any], marker: str) -> None:
     """Replace ``module.owner.name`` (``owner`` may be empty) by ``wrap`` of it, unless already wrapped."""
     import importlib
 
@@ -287,7 +287,7 @@ def complete_cli_help() -> None:
     options.parse_args_and_arch = parse_args_and_arch
 
 
-def _numpy_compat_namespace() -> None:
+def numpy_compat_namespace() -> None:
     """Restore ``numpy.compat.long`` (removed in NumPy 2) for fairseq's ``TokenBlockDataset``.
 
     Why: fairseq's language-modelling and ``denoising`` datasets build their block index with
@@ -300,7 +300,7 @@ def _numpy_compat_namespace() -> None:
     np.compat = types.SimpleNamespace(long=int, unicode=str)
 
 
-def _destroy_gloo_group_at_exit() -> None:
+def destroy_gloo_group_at_exit() -> None:
     """Destroy a live gloo process group when the process exits normally.
 
     Why: gloo's worker threads can still hold tensors when the interpreter tears down, and destroying
@@ -352,20 +352,29 @@ def stop_prefetch_threads(timeout: float = 30.0) -> int:
     return len(running)
 
 
+def batch_by_size_drops_tail() -> Optional[bool]:
+    """Whether this fairseq's own ``batch_by_size`` leaves out the tail after the last full multiple (None: unknown).
+
+    Probed on 10 equal-length indices in batches of 4 with ``required_batch_size_multiple=4``: fairseq 0.12.2
+    returns 4 + 4 + 2 indices, main since 2022-12 (ve-fairseq, fairseq-fixed) only 4 + 4.
+    """
+    try:
+        from fairseq.data import data_utils
+    except Exception:  # pragma: no cover - fairseq missing or broken
+        return None
+    kernel = data_utils.batch_by_size
+    if getattr(kernel, "_fairseq_eb_complete", False):
+        kernel = kernel.__wrapped__
+    indices, sizes = np.arange(10, dtype=np.int64), np.full(10, 2, dtype=np.int64)
+    try:
+        batches = kernel(indices, lambda i: 2, num_tokens_vec=sizes, max_sentences=4, required_batch_size_multiple=4)
+    except Exception:  # pragma: no cover - a kernel with another signature
+        return None
+    return sum(len(b) for b in batches) < len(indices)
+
+
 def apply() -> None:
-    """Install the shims (idempotent)."""
-    global _APPLIED
-    if _APPLIED:
-        return
-    add = getattr(torch.serialization, "add_safe_globals", None)
-    if add is not None:  # torch < 2.4 has no safe loading by default: nothing to do
-        add(checkpoint_safe_globals())
-    _wrap_once("fairseq.data.data_utils", "", "batch_by_size", tail_completing, "_fairseq_eb_complete")
-    _wrap_once("fairseq.tasks", "FairseqTask", "get_batch_iterator", first_epoch_batches, "_fairseq_eb_first_epoch")
-    _wrap_once("fairseq.checkpoint_utils", "", "load_checkpoint_to_cpu", one_line_checkpoint_errors,
-               "_fairseq_eb_one_line")
-    _numpy_compat_namespace()
-    _destroy_gloo_group_at_exit()
-    atexit.register(stop_prefetch_threads)
-    _exit_2_on_checkpoint_errors()
-    _APPLIED = True
+    """Install the load-stage patches that are switched on and apply here (see :mod:`fairseq_eb.patches`)."""
+    from fairseq_eb import patches
+
+    patches.apply("load")

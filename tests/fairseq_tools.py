@@ -63,6 +63,18 @@ def make_toy_corpus(directory: Path, n_train: int = 400, seed: int = 0) -> Path:
     return binary
 
 
+def torch_at_least(major: int, minor: int) -> bool:
+    """Whether the installed torch is at least ``major.minor`` (the install matrix runs older ones too)."""
+    import torch
+
+    return tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2]) >= (major, minor)
+
+
+# torch < 2.6 loads with weights_only=False by default: fairseq 0.12 then unpickles whatever a checkpoint holds, as
+# upstream does, and nothing is refused; the plugin does not change that default (docs/compatibility.md)
+SAFE_LOADING_BY_DEFAULT = "torch >= 2.6 (weights_only=True by default): older torch loads every pickle, as upstream"
+
+
 def free_port() -> int:
     import socket
 
