@@ -43,11 +43,15 @@ def installed_version(name: str) -> Optional[str]:
         return None
 
 
-def needed(text: str, skip: List[str], keep_installed: bool) -> List[str]:
-    """The entries to install, verbatim."""
+def needed(text: str, skip: List[str], keep_installed: bool, only: Optional[List[str]] = None) -> List[str]:
+    """The entries to install, verbatim (``only``: just these names, whatever is installed)."""
     skip = {normalise(s) for s in skip}
     out = []
     for name, version, block in entries(text):
+        if only is not None:
+            if name in {normalise(o) for o in only}:
+                out.append(block)
+            continue
         have = installed_version(name)
         if name in skip or have == version or (have is not None and keep_installed):
             continue
@@ -60,9 +64,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("lock")
     parser.add_argument("--skip", nargs="*", default=[], help="package names to leave out")
     parser.add_argument("--keep-installed", action="store_true", help="never replace an installed package")
+    parser.add_argument("--only", nargs="*", default=None, help="print just these entries (e.g. setuptools)")
     args = parser.parse_args(argv)
     with open(args.lock) as f:
-        blocks = needed(f.read(), args.skip, args.keep_installed)
+        blocks = needed(f.read(), args.skip, args.keep_installed, args.only)
     if blocks:
         print("\n".join(blocks))
     return 0

@@ -56,6 +56,13 @@ if [ -n "${FAIRSEQ_SPEC:-}" ] && [ -z "$own_fairseq" ]; then
 fi
 if ! (cd / && "$py" -c "import importlib.metadata as m; m.version('fairseq-eb')" 2>/dev/null) \
     || [[ ! -x "$VENV/bin/fairseq-eb-env" ]]; then
+  # built without isolation (offline-safe); a setuptools too old to build an editable wheel (< 70.1 without the wheel
+  # package, e.g. a venv's bundled 65.5 in an environment you brought) gets the locked one first
+  if ! "$py" -c "import setuptools.command.bdist_wheel" 2>/dev/null && ! "$py" -c "import wheel" 2>/dev/null; then
+    echo "[setup] updating setuptools (the locked version): the installed one cannot build an editable install"
+    "$py" scripts/lock_select.py "$LOCK" --only setuptools > "$todo"
+    pipq --require-hashes --no-deps -r "$todo"
+  fi
   echo "[setup] installing fairseq-eb (editable; its dependencies come from the lock)"
   pipq --no-deps --no-build-isolation -e .
 fi
