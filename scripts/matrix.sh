@@ -66,9 +66,10 @@ build_fairseq_tag() {  # TAG: compile a tag of a fairseq git checkout (FAIRSEQ_G
 }
 
 user_env() {  # VENV PIP-ARGS...: a user's environment with their own packages, installed offline from the cache
+  # (this machine's pip cap on torch, /etc/xdg/pip, lifted: a user's torch is whatever they installed)
   local v=$1; shift
-  "$PY" -m venv "$v" && "$v/bin/pip" install -q --no-index --find-links "$CACHE/wheels" --find-links "$CACHE/built" \
-    --find-links /opt/wheels "$@"
+  "$PY" -m venv "$v" && PIP_CONFIG_FILE=/dev/null "$v/bin/pip" install -q --no-index --find-links "$CACHE/wheels" \
+    --find-links "$CACHE/built" --find-links /opt/wheels "$@"
 }
 
 prepare() {  # CELL VENV: build the cell's environment up to (not including) scripts/setup.sh
