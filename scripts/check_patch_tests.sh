@@ -4,6 +4,7 @@
 # it is either not needed on this stack or not tested. Patches that do not apply here are reported as such.
 #   bash scripts/check_patch_tests.sh [NAME...]      (default: every patch; a few minutes on 2 cores)
 set -uo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 cd "$(dirname "$0")/.."
 py=${VENV:-.venv}/bin/python
 mapfile -t rows < <("$py" -c "
