@@ -227,6 +227,19 @@ def _additive_mask(mask: Optional[Tensor], dtype: torch.dtype) -> Optional[Tenso
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
+
+def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
+    """The autocast dtype on this device type, None when autocast is off. torch < 2.4 has only the per-device
+    functions (``is_autocast_enabled()`` then means CUDA), found by the install matrix's torch-2.1.2 cell."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except TypeError:
+        if device_type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+    return torch.get_autocast_dtype(device_type) if enabled else None
+
+
 def make_penalty_sdpa(fallback: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """A drop-in ``scaled_dot_product_attention`` backed by :class:`BlockAttention`.
 
@@ -243,9 +256,7 @@ def make_penalty_sdpa(fallback: Callable[..., Tensor]) -> Callable[..., Tensor]:
         if not supported:
             return fallback(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                             scale=scale, enable_gqa=enable_gqa)
-        dtype = query.dtype
-        if torch.is_autocast_enabled(query.device.type):  # SDPA runs in the autocast dtype under AMP
-            dtype = torch.get_autocast_dtype(query.device.type)
+        dtype = _autocast_dtype(query.device.type) or query.dtype  # SDPA runs in the autocast dtype under AMP
         with torch.autocast(query.device.type, enabled=False):
             q, k, v = (t.to(dtype) for t in (query, key, value))
             scale_ = 1.0 / math.sqrt(query.size(-1)) if scale is None else float(scale)

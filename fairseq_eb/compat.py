@@ -89,7 +89,9 @@ def checkpoint_safe_globals() -> List[object]:
 def numpy_array_globals() -> List[object]:
     """What a pickled plain NumPy array needs: fairseq's ``--eval-bleu`` keeps its n-gram counts as arrays in
     the metric meters that every checkpoint stores. Arrays of object dtype still need their contents allowed."""
-    core = getattr(np, "_core", None) or np.core
+    # NumPy 1.26 has a placeholder numpy._core without multiarray (for reading NumPy 2 pickles): the torch < 2.4
+    # cells of the install matrix run on it
+    core = np._core if int(np.__version__.split(".")[0]) >= 2 else np.core
     dtype_classes = [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
     return [core.multiarray._reconstruct, np.ndarray, np.dtype, core.multiarray.scalar, *dtype_classes]
 

@@ -123,6 +123,19 @@ def test_unsupported_calls_go_to_the_fallback(kwargs):
     assert len(calls) == 1 and all(calls[0][name] == value for name, value in kwargs.items())
 
 
+def test_blockwise_attention_runs_in_the_autocast_dtype():
+    """Under autocast (fairseq's --amp) the kernel computes in the autocast dtype, off it in the inputs' dtype; on
+    every torch the matrix covers (torch < 2.4 has only the per-device autocast functions)."""
+    q, k, v = _qkv()
+    sdpa = att.make_penalty_sdpa(F.scaled_dot_product_attention)
+    assert att._autocast_dtype("cpu") is None and sdpa(q, k, v).dtype == q.dtype
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert att._autocast_dtype("cpu") == torch.bfloat16
+        out = sdpa(q, k, v)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.double(), F.scaled_dot_product_attention(q, k, v), atol=3e-2, rtol=3e-2)
+
+
 def test_context_swaps_and_restores_even_on_error():
     sdpa, forward = F.scaled_dot_product_attention, MultiheadAttention.forward
     with pytest.raises(KeyError):
