@@ -6,6 +6,7 @@
 #   bash scripts/lock.sh              refresh, keeping current pins where still allowed
 #   bash scripts/lock.sh --upgrade    move every pin to the newest allowed version
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 cd "$(dirname "$0")/.."
 TOOLS=${LOCK_TOOLS:-$HOME/.cache/fairseq-eb-lock-tools}
 if [ ! -x "$TOOLS/bin/pip-compile" ]; then
