@@ -8,7 +8,7 @@ import pytest
 
 from fairseq_eb.recipe import aggregate, floor
 from fairseq_eb.recipe.configs import CONFIGS, get_config
-from fairseq_eb.recipe.methods import check_methods, method_args
+from fairseq_eb.recipe.methods import check_methods, method_args, option_set
 from fairseq_eb.recipe.table import main
 
 # ---------------------------------------------------------------- aggregation and tables (pure)
@@ -316,7 +316,8 @@ def test_hydra_configs_match_the_demo_config(request):
     assert composed["baseline"].task._name == "translation" and composed["gp"].task._name == "translation"
     assert composed["rr"].criterion._name == composed["baseline"].criterion._name == "label_smoothed_cross_entropy"
     assert composed["gp"].criterion._name == "label_smoothed_cross_entropy_with_gp"
-    assert float(composed["gp"].criterion.gp_epsilon) == float(flag_of(CONFIGS["demo"].gp_args, "--gp-epsilon"))
+    penalty = option_set("penalty", CONFIGS["demo"])
+    assert float(composed["gp"].criterion.gp_epsilon) == float(flag_of(penalty, "--gp-epsilon"))
     for name in ("baseline", "rr", "gp"):
         y = composed[name]
         for side in ("encoder", "decoder"):
@@ -335,7 +336,7 @@ def test_hydra_configs_match_the_demo_config(request):
         assert float(y.criterion.label_smoothing) == float(flag("--label-smoothing"))
         assert str(y.dataset.validate_interval_updates) == flag("--validate-interval-updates")
     rr = composed["rr"].task
-    rr_args = list(CONFIGS["demo"].rr_args)
+    rr_args = list(option_set("replacement", CONFIGS["demo"]))
     assert str(rr.replace_warmup_updates) == rr_args[rr_args.index("--replace-warmup-updates") + 1]
     assert float(rr.replace_token_prob) == float(rr_args[rr_args.index("--replace-token-prob") + 1])
 

@@ -2,7 +2,7 @@
 import json
 
 from fairseq_eb.recipe.configs import CONFIGS
-from fairseq_eb.recipe.methods import METHODS, check_methods, method_args
+from fairseq_eb.recipe.methods import METHODS, REGISTRY, check_methods, method_args, option_set
 from fairseq_eb.recipe.table import main
 
 
@@ -15,8 +15,8 @@ def test_new_methods_options():
         assert ss[ss.index("--replace-pool") + 1] == "model"
         assert ss[ss.index("--replace-schedule") + 1] == "inverse_sigmoid"
         assert ss[-2:] == ["--criterion", "label_smoothed_cross_entropy"]
-        assert lazy == gp + list(cfg.gp_lazy_args) and "--gp-interval" in lazy
-        assert cfg.cost["ss"] > 1 and cfg.cost["gp_lazy"] > 1
+        assert lazy == gp + list(option_set("lazy", cfg)) and "--gp-interval" in lazy
+        assert REGISTRY["ss"].cost > 1 and REGISTRY["gp_lazy"].cost > 1
 
 
 def test_tiny_table_with_ss_and_gp_lazy(toy_bin, tmp_path, capsys):

@@ -18,10 +18,9 @@ from fairseq_eb.recipe import aggregate
 from fairseq_eb.recipe.configs import get_config
 from fairseq_eb.recipe.input_checks import check_run_options
 from fairseq_eb.recipe.logged_command import echo
-from fairseq_eb.recipe.methods import METHODS
+from fairseq_eb.recipe.methods import DEFAULT_VARIANT, METHODS, REGISTRY
 from fairseq_eb.recipe.run_steps import SettingsMismatch, check_settings
 from fairseq_eb.recipe.table import (
-    DEFAULT_VARIANT,
     build_parser,
     init_fields,
     make_specs,
@@ -32,53 +31,10 @@ from fairseq_eb.recipe.table import (
 )
 
 # method -> variant name -> fairseq options appended after the configuration's (the last occurrence wins);
-# HALF / QUARTER stand for that fraction of the configuration's --max-update
-GRIDS: Dict[str, Dict[str, List[str]]] = {
-    "baseline": {DEFAULT_VARIANT: []},
-    "rr": {
-        f"{pool}-pt{pt}{'-warm' if warm else ''}": [
-            "--replace-pool", pool, "--replace-sample-prob", "0.5", "--replace-token-prob", str(pt),
-            *(["--replace-warmup-updates", "HALF"] if warm else ["--replace-warmup-updates", "0"])]
-        for pool in ("target", "vocab", "source_target") for pt in (0.1, 0.2, 0.3) for warm in (False, True)
-    },
-    "gp": {
-        **{f"eps{eps}": ["--gp-method", "exact", "--gp-epsilon", str(eps)] for eps in (0.1, 0.3, 1.0)},
-        "fgm-eps1.0": ["--gp-method", "fgm", "--gp-epsilon", "1.0"],
-    },
-    # the model's own guesses; p_s rises to 0.5 along an inverse sigmoid. Runs that stop early on the valid
-    # metric never reach the end of a ramp as long as the whole budget, hence the shorter ramps.
-    "ss": {
-        **{f"pt{pt}-ramp-{ramp.lower()}": [
-            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", str(pt),
-            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", ramp]
-           for pt in (0.1, 0.3) for ramp in ("QUARTER", "HALF")},
-        # the variants of docs/method.md §2.5: confidence-aware (Liu et al. 2021a: guesses only where confident, a
-        # random token where very confident), position-dependent rates (Liu et al. 2021b), the imitation KL
-        **{f"conf{c}-rand{r}": [
-            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", "1",
-            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", "HALF",
-            "--replace-confidence-threshold", str(c), "--replace-random-above", str(r)]
-           for c, r in ((0.9, 0.95), (0.7, 0.9), (0.9, 0))},
-        **{f"pos-{shape}": [
-            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", "0.5",
-            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", "HALF",
-            "--replace-position-schedule", shape]
-           for shape in ("exponential", "sigmoid")},
-        **{f"pt0.3-imit{w}": [
-            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
-            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", "HALF",
-            "--replace-imitation-weight", str(w)]
-           for w in (0.5, 1.0)},
-    },
-    # the configuration's eps, applied on every k-th update with weight k*eps
-    "gp_lazy": {f"every{k}": ["--gp-interval", str(k)] for k in (2, 4, 8)},
-    # sequence-level stages (docs/method.md §8): candidates per source, the sequence loss's weight A, and the
-    # sharpness (risk) or the margin (ranking); Edunov et al. 2018 used A 0.4-0.5, BRIO weighted ranking ~100x MLE
-    "mrt": {f"k{k}-a{a}-s{sc}": ["--seq-beam", str(k), "--seq-combined-loss-alpha", str(a), "--seq-risk-scale", str(sc)]
-            for k in (4, 8) for a in (0.5, 0.9) for sc in (1.0, 5.0)},
-    "rank": {f"k{k}-a{a}-m{m}": ["--seq-beam", str(k), "--seq-combined-loss-alpha", str(a), "--seq-rank-margin", str(m)]
-             for k in (4, 8) for a in (0.5, 0.9) for m in (0.001, 0.01)},
-}
+# HALF / QUARTER stand for that fraction of the configuration's --max-update. The grids are the methods' own
+# (fairseq_eb.recipe.methods.REGISTRY); a method without one runs its configuration settings only.
+GRIDS: Dict[str, Dict[str, List[str]]] = {name: {v: list(a) for v, a in m.grid.items()}
+                                          for name, m in REGISTRY.items() if m.grid is not None}
 
 _FRACTIONS = {"HALF": 2, "QUARTER": 4}
 

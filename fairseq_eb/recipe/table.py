@@ -25,7 +25,16 @@ from fairseq_eb.recipe import aggregate, curves, floor, init_from, translation_r
 from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.input_checks import check_floor_cache, check_run_options, load_chosen_checked
 from fairseq_eb.recipe.logged_command import echo
-from fairseq_eb.recipe.methods import METHODS, STAGE_METHODS, check_methods, check_stage_methods, reference_of
+from fairseq_eb.recipe.methods import (
+    DEFAULT_VARIANT,
+    METHODS,
+    REGISTRY,
+    STAGE_METHODS,
+    check_methods,
+    check_stage_methods,
+    methods_help,
+    reference_of,
+)
 from fairseq_eb.recipe.pretrain import PretrainSpec, check_pretrain_data
 from fairseq_eb.recipe.run_steps import (
     RunSpec,
@@ -39,9 +48,6 @@ from fairseq_eb.recipe.run_steps import (
 from fairseq_eb.recipe.selection import SELECTIONS, Validation
 from fairseq_eb.scoring import intervals
 from fairseq_eb.scoring.metrics import METRIC_TITLES
-
-# variant name of a method run with the configuration's own settings
-DEFAULT_VARIANT = "default"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="demo", help=f"named configuration: {', '.join(CONFIGS)} (default demo)")
     p.add_argument("--methods", nargs="+", default=[m for m in METHODS if m not in STAGE_METHODS],
                    help=f"any of {' '.join(METHODS)} (default: all but the stage methods {' '.join(STAGE_METHODS)}, "
-                   "which continue the baseline for the configuration's stage budget)")
+                   f"which continue the baseline for the configuration's stage budget). {methods_help()}")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2], help="training seeds (default 1 2)")
     p.add_argument("--beams", nargs="+", type=int, default=[1, 2, 3], help="beam sizes (default 1 2 3)")
     p.add_argument("--tokenize", default="word", help="scoring tokenisation: word (spaces) or char (Chinese)")
@@ -212,7 +218,7 @@ def make_specs(args: argparse.Namespace, variants: Optional[Dict[str, List[Dict[
     # (GP's double backward) so parallel workers finish at about the same time
     specs = [_continuing(sp, specs) if sp.method in STAGE_METHODS else sp for sp in specs]
     order = {s: i for i, s in enumerate(args.seeds)}
-    return sorted(specs, key=lambda sp: (order[sp.seed], -cfg.cost.get(sp.method, 1.0)))
+    return sorted(specs, key=lambda sp: (order[sp.seed], -REGISTRY[sp.method].cost))
 
 
 def _continuing(stage: RunSpec, specs: Sequence[RunSpec]) -> RunSpec:
