@@ -166,6 +166,7 @@ def _recipe_args(data: Path, out: Path, *extra: str):
             "--seeds", "1", "--beams", "1", "2", "--jobs", "2", "--device", "cpu", "--name", "toy", *extra]
 
 
+@pytest.mark.slow
 def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
     data, out = toy_bin.parent, tmp_path / "out"
     assert main(_recipe_args(data, out)) == 0
@@ -271,6 +272,7 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
 
 # ---------------------------------------------------------------- Hydra YAML configs
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,task,criterion", [
     ("baseline", "TranslationTask", "LabelSmoothedCrossEntropyCriterion"),
     ("rr", "TranslationWithReplacementTask", "LabelSmoothedCrossEntropyCriterion"),
@@ -341,6 +343,7 @@ def test_hydra_configs_match_the_demo_config(request):
     assert float(rr.replace_token_prob) == float(rr_args[rr_args.index("--replace-token-prob") + 1])
 
 
+@pytest.mark.slow
 def test_recipe_stage_methods_continue_the_baseline(toy_bin, tmp_path, capsys):
     """mrt / rank / mle_more start from the same seed's baseline checkpoint; MRT and Rank are paired with
     baseline+stage (the same extra updates with the token loss), not with the baseline."""
@@ -400,6 +403,7 @@ def _toy_with_ood(directory: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_translation_scores_and_an_extra_test_set_reuse_the_runs(tmp_path, capsys):
     from sacrebleu.metrics import BLEU, CHRF
 

@@ -1,6 +1,8 @@
 """The table recipe's `ss` (model pool, rising schedule) and `gp_lazy` (lazy penalty) methods on the tiny config."""
 import json
 
+import pytest
+
 from fairseq_eb.recipe.configs import CONFIGS
 from fairseq_eb.recipe.methods import METHODS, REGISTRY, check_methods, method_args, option_set
 from fairseq_eb.recipe.table import main
@@ -19,6 +21,7 @@ def test_new_methods_options():
         assert REGISTRY["ss"].cost > 1 and REGISTRY["gp_lazy"].cost > 1
 
 
+@pytest.mark.slow
 def test_tiny_table_with_ss_and_gp_lazy(toy_bin, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--data", str(toy_bin.parent), "--out", str(out), "--config", "tiny", "--methods", "ss", "gp_lazy",
