@@ -44,9 +44,7 @@ def recipe_args(data: Path, out: Path, *extra: str) -> List[str]:
 
 
 def parsed(argv: List[str]):
-    args = build_parser().parse_args(argv)
-    validate(args)
-    return args
+    return validate(build_parser().parse_args(argv))
 
 
 def copy_data(toy_bin: Path, to: Path) -> Path:

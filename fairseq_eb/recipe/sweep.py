@@ -109,21 +109,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.set_defaults(seeds=[1])
     args = parser.parse_args(argv)
     try:
-        validate(args)
-        if args.chosen is not None:
+        exp = validate(args)
+        if exp.chosen is not None:
             raise ValueError("--chosen belongs to the table recipe, not to the sweep")
         unknown = [v for v in args.variants or [] if v != DEFAULT_VARIANT and not any(v in g for g in GRIDS.values())]
         if unknown:
             raise ValueError(f"--variants: unknown {unknown}")
-        cfg = get_config(args.config)
-        variants = {m: grid(m, _max_update(cfg.train_args), args.variants) for m in args.methods}
+        variants = {m: grid(m, _max_update(exp.cfg.train_args), args.variants) for m in exp.methods}
         empty = [m for m, v in variants.items() if not v]
         if empty:
             raise ValueError(f"--variants selects no variant of {empty}")
-        pre = pretrain_spec(args)
-        specs = make_specs(args, variants, subset="valid", selections=("bleu",), init=init_fields(pre),
+        pre = pretrain_spec(exp)
+        specs = make_specs(exp, variants, subset="valid", selections=("bleu",), init=init_fields(pre),
                            diagnose=False)
-        check_run_options(specs, args.train_args)  # before any settings.json is written
+        check_run_options(specs, exp.train_args)  # before any settings.json is written
         for sp in [pre, *specs] if pre else specs:
             check_settings(sp)
     except (ValueError, FileNotFoundError, SettingsMismatch) as exc:
@@ -133,24 +132,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if pre:
         train(pre)
     echo(f"[sweep] {len(specs)} runs on valid ({', '.join(f'{m}: {len(v)}' for m, v in variants.items())} variants "
-         f"× seeds {args.seeds}), config {args.config}")
-    results = run_all(specs, args.jobs)
-    metric = selection_metric(args.config)
+         f"× seeds {exp.seeds}), config {exp.config}")
+    results = run_all(specs, exp.jobs)
+    metric = selection_metric(exp.config)
     title = {"rouge-l": "ROUGE-L", "bleu-cased": "BLEU"}[metric]
-    chosen = choose(results, args.beams, metric)
-    text = (f"# Sweep on the validation split (config `{args.config}`, seeds {', '.join(map(str, args.seeds))}, "
+    chosen = choose(results, exp.beams, metric)
+    text = (f"# Sweep on the validation split (config `{exp.config}`, seeds {', '.join(map(str, exp.seeds))}, "
             f"main checkpoint selection, {title} × 100)\n\n"
-            + sweep_table(results, args.methods, args.beams, chosen, metric)
-            + f"\n\nChosen per method: highest mean valid {title} over beams {args.beams} and seeds. "
+            + sweep_table(results, exp.methods, exp.beams, chosen, metric)
+            + f"\n\nChosen per method: highest mean valid {title} over beams {exp.beams} and seeds. "
             f"Wall time this invocation: {(time.time() - start) / 60:.1f} min.\n")
-    out = args.out / "sweep"
+    out = exp.out / "sweep"
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.md").write_text(text)
-    (out / "chosen.json").write_text(json.dumps({"config": args.config, "seeds": args.seeds, "beams": args.beams,
+    (out / "chosen.json").write_text(json.dumps({"config": exp.config, "seeds": exp.seeds, "beams": exp.beams,
                                                  "chosen": chosen}, indent=1) + "\n")
     echo("\n" + text)
     echo(f"[sweep] wrote {out / 'sweep.md'} and {out / 'chosen.json'}; next: python -m fairseq_eb.recipe.table "
-         f"--out {args.out} --chosen {out / 'chosen.json'} ...")
+         f"--out {exp.out} --chosen {out / 'chosen.json'} ...")
     return 0
 
 
