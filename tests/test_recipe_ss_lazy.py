@@ -38,6 +38,7 @@ def test_tiny_table_with_ss_and_gp_lazy(toy_bin, tmp_path, capsys):
     assert "| toy | 1 | SS / GP-lazy |" in (out / "table.md").read_text(), log[-2000:]
 
 
+@pytest.mark.slow
 def test_tiny_sweep_over_ss_and_gp_lazy_variants(toy_bin, tmp_path):
     """The sweep's model-pool and lazy-penalty grids reach fairseq: the chosen settings are the variants run."""
     from fairseq_eb.recipe import sweep
