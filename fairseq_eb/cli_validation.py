@@ -3,9 +3,11 @@
 Why: the task and criterion validate their options at setup, which fairseq reaches only after building
 the whole trainer, so a typo such as ``--replace-token-prob 1.5`` ended in a 40-line traceback. fairseq
 parses its command line with :func:`fairseq.options.parse_args_and_arch`; we wrap it so the parsed
-options go through the same validators (the task's ``validate_replacement_config`` and the criterion's
-``validate_gp_options``, looked up by name so they stay the single source of the rules) right after
-parsing. Hydra (``fairseq-hydra-train``) does not use this parser; there the setup-time checks still apply.
+options go through the same validators the components run at setup (``replacement_errors``, ``gp_errors``,
+``sequence_errors``: the single source of the rules) right after parsing. Hydra (``fairseq-hydra-train``)
+does not use this parser; there the setup-time checks still apply. The validators return
+:class:`~fairseq_eb.option_errors.OptionError` records; the recipe calls :func:`option_errors` itself
+instead of reading this hook's stderr.
 
 Two of fairseq's own behaviours are refused here too, whatever the task: ``--restore-file`` naming a file
 that does not exist (fairseq logs "No existing checkpoint found" and trains from scratch), and the
@@ -18,9 +20,10 @@ import argparse
 import functools
 import glob
 import os
-import re
 import sys
-from typing import Any, Callable, List
+from typing import Any, List
+
+from fairseq_eb.option_errors import OptionError, first_error
 
 TASK = "translation_with_replacement"
 # every task with the replacement options (fairseq_eb/tasks; docs/pretrained.md)
@@ -29,61 +32,74 @@ CRITERION = "label_smoothed_cross_entropy_with_gp"
 SEQUENCE_CRITERIA = ("sequence_risk", "sequence_ranking")
 
 
-def _check_task(args: argparse.Namespace) -> None:
-    from fairseq_eb.tasks import translation_with_replacement as module
-
-    module.validate_replacement_config(args)
-
-
-def _check_criterion(args: argparse.Namespace) -> None:
-    from fairseq_eb.criterions import label_smoothed_cross_entropy_with_gp as module
-
-    module.validate_gp_options(args.gp_epsilon, args.gp_over, args.gp_method,
-                               getattr(args, "ddp_backend", None), getattr(args, "distributed_world_size", 1),
-                               getattr(args, "gp_interval", 1), getattr(args, "gp_warmup_updates", 0),
-                               getattr(args, "gp_attention", "auto"),
-                               bool(getattr(args, "fp16", False) or getattr(args, "memory_efficient_fp16", False)))
-
-
-def _check_sequence_criterion(args: argparse.Namespace) -> None:
-    from fairseq_eb.criterions import sequence_level as module
-
-    module.validate_sequence_options(**module.sequence_options_of(args))
-    from fairseq.models import ARCH_MODEL_REGISTRY, FairseqEncoderDecoderModel
-
-    arch = getattr(args, "arch", None)
-    model = ARCH_MODEL_REGISTRY.get(arch)
-    if model is not None and not issubclass(model, FairseqEncoderDecoderModel):
-        raise ValueError(f"--criterion {args.criterion} decodes candidates from a source: it needs an encoder-decoder "
-                         f"model such as --arch transformer; --arch {arch} is {model.__name__}, which has no encoder")
-
-
 def _check_restore_file(args: argparse.Namespace) -> None:
     """``--restore-file`` other than fairseq's default must exist (with or without a shard suffix)."""
-    path = getattr(args, "restore_file", None)
+    path = getattr(args, "restore_file", None)  # a training option: other tools' parsers lack it
     if path in (None, "", "checkpoint_last.pt") or "://" in str(path):
         return
     if os.path.isfile(path) or glob.glob(glob.escape(str(path)).replace(".pt", "*.pt")):
         return
-    raise ValueError(f"--restore-file {path}: no such checkpoint file (fairseq would train from scratch without "
-                     "a word); give an existing checkpoint, or leave the option out to resume from "
-                     "SAVE_DIR/checkpoint_last.pt")
+    raise OptionError("--restore-file", path, "an existing checkpoint file",
+                      f"--restore-file {path}: no such checkpoint file (fairseq would train from scratch without "
+                      "a word); give an existing checkpoint, or leave the option out to resume from "
+                      "SAVE_DIR/checkpoint_last.pt")
 
 
-def _check_encoder_decoder(args: argparse.Namespace) -> None:
-    """The replacement task corrupts a decoder input that only an encoder-decoder model has."""
+def _encoder_decoder_error(args: argparse.Namespace, what: str, option: str, value: object) -> List[OptionError]:
+    """``what`` (an option of ours) needs an encoder-decoder model: refuse an ``--arch`` that has no encoder."""
     from fairseq.models import ARCH_MODEL_REGISTRY, FairseqEncoderDecoderModel
 
-    if getattr(args, "path", None):  # fairseq-generate/-interactive: the model is the checkpoint's, and their
-        return  # --arch is a placeholder (fairseq-generate defaults it to wav2vec2)
-    arch = getattr(args, "arch", None)
+    arch = getattr(args, "arch", None)  # fairseq-generate and -interactive have none of their own
     model = ARCH_MODEL_REGISTRY.get(arch)
     if model is None or issubclass(model, FairseqEncoderDecoderModel):
-        return
-    pool = str(getattr(args, "replace_pool", ""))
-    what = "--replace-pool model (the model's own guesses)" if pool == "model" else f"--task {args.task}"
-    raise ValueError(f"{what} needs an encoder-decoder model such as --arch transformer; --arch {arch} is "
-                     f"{model.__name__}, which has no encoder")
+        return []
+    return [OptionError(option, value, "used with an encoder-decoder --arch",
+                        f"{what} needs an encoder-decoder model such as --arch transformer; --arch {arch} is "
+                        f"{model.__name__}, which has no encoder")]
+
+
+# The components' validators are imported where used: importing them registers the plugin (fairseq_eb.register),
+# which installs this module's hook. They import nothing from here.
+
+def _task_errors(args: argparse.Namespace) -> List[OptionError]:
+    from fairseq_eb.tasks.replacement_config import replacement_errors
+
+    errors = replacement_errors(args)
+    if getattr(args, "path", None):  # fairseq-generate/-interactive: the model is the checkpoint's, and their
+        return errors  # --arch is a placeholder (fairseq-generate defaults it to wav2vec2)
+    pool = str(args.replace_pool)
+    if pool == "model":
+        return errors + _encoder_decoder_error(args, "--replace-pool model (the model's own guesses)",
+                                               "--replace-pool", pool)
+    return errors + _encoder_decoder_error(args, f"--task {args.task}", "--task", args.task)
+
+
+def _sequence_criterion_errors(args: argparse.Namespace) -> List[OptionError]:
+    from fairseq_eb.criterions.sequence_level import sequence_errors
+
+    return sequence_errors(args) or _encoder_decoder_error(
+        args, f"--criterion {args.criterion} decodes candidates from a source: it", "--criterion", args.criterion)
+
+
+def option_errors(args: argparse.Namespace) -> List[OptionError]:
+    """The plugin validators' refusals for a parsed fairseq namespace, one per component at most (empty when all
+    is well): the same functions the task and the criteria run at setup."""
+    errors = first_error(lambda: _check_restore_file(args))
+    task, criterion = getattr(args, "task", None), getattr(args, "criterion", None)
+    if task in TASKS:
+        errors += _task_errors(args)
+    if criterion == CRITERION:
+        from fairseq_eb.criterions.label_smoothed_cross_entropy_with_gp import gp_errors
+
+        errors += gp_errors(args)
+    if criterion in SEQUENCE_CRITERIA:
+        errors += _sequence_criterion_errors(args)
+    return errors
+
+
+def validation_errors(args: argparse.Namespace) -> List[str]:
+    """The messages of :func:`option_errors`."""
+    return [str(e) for e in option_errors(args)]
 
 
 def inert_option_warnings(args: argparse.Namespace) -> List[str]:
@@ -91,73 +107,35 @@ def inert_option_warnings(args: argparse.Namespace) -> List[str]:
     if getattr(args, "task", None) not in TASKS:
         return []
     warnings = []
-    temperature = getattr(args, "replace_model_temperature", 0.0)
-    pool = str(getattr(args, "replace_pool", "target"))
+    temperature = args.replace_model_temperature
+    pool = str(args.replace_pool)
     if temperature and pool != "model":
         warnings.append(f"--replace-model-temperature {temperature} has no effect with --replace-pool {pool} "
                         "(it applies to --replace-pool model only)")
     from fairseq_eb.schedules import DEFAULT_SHAPE
 
-    shape = getattr(args, "replace_schedule_shape", 0.0)
-    schedule = str(getattr(args, "replace_schedule", "constant"))
+    shape = args.replace_schedule_shape
+    schedule = str(args.replace_schedule)
     if shape and schedule not in DEFAULT_SHAPE:
         warnings.append(f"--replace-schedule-shape {shape} has no effect with --replace-schedule {schedule} (it "
                         "sets the steepness of the exponential and inverse_sigmoid schedules only)")
     for name, flag in (("replace_confidence_threshold", "--replace-confidence-threshold"),
                        ("replace_random_above", "--replace-random-above"),
                        ("replace_imitation_weight", "--replace-imitation-weight")):
-        value = getattr(args, name, 0.0)
+        value = getattr(args, name)
         if value and pool != "model":
             warnings.append(f"{flag} {value} has no effect with --replace-pool {pool} (it applies to --replace-pool "
                             "model only)")
-    random_pool = str(getattr(args, "replace_random_pool", "target"))
-    if random_pool != "target" and not getattr(args, "replace_random_above", 0.0):
+    random_pool = str(args.replace_random_pool)
+    if random_pool != "target" and not args.replace_random_above:
         warnings.append(f"--replace-random-pool {random_pool} has no effect without --replace-random-above (it is "
                         "the pool of its random tokens)")
-    constant = getattr(args, "replace_position_constant", 0.0)
-    position = str(getattr(args, "replace_position_schedule", "none"))
+    constant = args.replace_position_constant
+    position = str(args.replace_position_schedule)
     if constant and position == "none":
         warnings.append(f"--replace-position-constant {constant} has no effect with --replace-position-schedule none "
                         "(it is the constant k of the exponential, sigmoid and linear position schedules)")
     return warnings
-
-
-def validation_errors(args: argparse.Namespace) -> List[str]:
-    """The plugin validators' messages for a parsed fairseq namespace (empty when all is well)."""
-    checks: List[Callable[[argparse.Namespace], None]] = [_check_restore_file]
-    if getattr(args, "task", None) in TASKS:
-        checks += [_check_task, _check_encoder_decoder]
-    if getattr(args, "criterion", None) == CRITERION:
-        checks.append(_check_criterion)
-    if getattr(args, "criterion", None) in SEQUENCE_CRITERIA:
-        checks.append(_check_sequence_criterion)
-    errors = []
-    for check in checks:
-        try:
-            check(args)
-        except ValueError as e:
-            errors.append(str(e))
-    return errors
-
-
-def hydra_key_message(message: str, group: str) -> str:
-    """The validator's message with its ``--option`` names written as Hydra keys (``task.replace_token_prob``)."""
-    return re.sub(r"--([a-z0-9-]+)", lambda m: f"{group}.{m.group(1).replace('-', '_')}", message)
-
-
-def exit_under_hydra(error: ValueError, group: str) -> None:
-    """Under ``fairseq-hydra-train``, print a validator's error as one line and exit 2; elsewhere do nothing.
-
-    Why: Hydra prints an exception from the task or criterion setup as a traceback and exits 1. ``SystemExit`` is
-    no ``Exception``: fairseq's ``_hydra_main`` re-raises it and Hydra's ``run_and_report`` lets it through.
-    """
-    try:
-        from hydra.core.hydra_config import HydraConfig
-    except ImportError:  # pragma: no cover - hydra comes with fairseq
-        return
-    if HydraConfig.initialized():
-        print(f"fairseq-hydra-train: error: {hydra_key_message(str(error), group)}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def install() -> None:

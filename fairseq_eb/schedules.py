@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from fairseq_eb.option_errors import OptionError
+
 SCHEDULES = ("constant", "linear", "exponential", "inverse_sigmoid")
 DEFAULT_SHAPE = {"exponential": 5.0, "inverse_sigmoid": 10.0}
 
@@ -58,13 +60,14 @@ def validate_schedule(schedule: Any, updates: Any, shape: Any, *, option: str) -
     """Reject a bad schedule at setup; ``option`` is the command-line prefix, e.g. ``--replace-schedule``."""
     name = str(schedule)
     if name not in SCHEDULES:
-        raise ValueError(f"{option} must be one of {{{', '.join(SCHEDULES)}}}, got {name!r}")
+        raise OptionError(option, name, f"one of {{{', '.join(SCHEDULES)}}}")
     if not isinstance(updates, int) or isinstance(updates, bool) or updates < 0:
-        raise ValueError(f"{option}-updates must be an integer >= 0, got {updates!r}")
+        raise OptionError(f"{option}-updates", updates, "an integer >= 0")
     if name != "constant" and updates == 0:
-        raise ValueError(f"{option} {name} needs {option}-updates > 0 (the length of the schedule)")
+        raise OptionError(f"{option}-updates", updates, f"> 0 with {option} {name}",
+                          f"{option} {name} needs {option}-updates > 0 (the length of the schedule)")
     if isinstance(shape, bool) or not isinstance(shape, (int, float)) or not math.isfinite(shape) or shape < 0:
-        raise ValueError(f"{option}-shape must be a finite number >= 0 (0 = the schedule's default), got {shape!r}")
+        raise OptionError(f"{option}-shape", shape, "a finite number >= 0 (0 = the schedule's default)")
 
 
 # ---- p_t over target positions (``--replace-position-schedule``)
@@ -110,16 +113,18 @@ def validate_position_schedule(schedule: Any, constant: Any, *, option: str) -> 
     """Reject a bad position schedule or constant at setup (``option``: e.g. ``--replace-position-schedule``)."""
     name = str(schedule)
     if name not in POSITION_SCHEDULES:
-        raise ValueError(f"{option} must be one of {{{', '.join(POSITION_SCHEDULES)}}}, got {name!r}")
+        raise OptionError(option, name, f"one of {{{', '.join(POSITION_SCHEDULES)}}}")
     flag = option.replace("-schedule", "-constant")
     if isinstance(constant, bool) or not isinstance(constant, (int, float)) or not math.isfinite(constant) \
             or constant < 0:
-        raise ValueError(f"{flag} must be a finite number >= 0 (0 = the schedule's default), got {constant!r}")
+        raise OptionError(flag, constant, "a finite number >= 0 (0 = the schedule's default)")
     if constant == 0:
         return
     if name == "exponential" and not constant < 1:
-        raise ValueError(f"{flag} of {option} exponential is the base k of 1 - k^t: it must be in (0, 1), "
-                         f"got {constant!r}")
+        raise OptionError(flag, constant, f"in (0, 1) with {option} exponential",
+                          f"{flag} of {option} exponential is the base k of 1 - k^t: it must be in (0, 1), "
+                          f"got {constant!r}")
     if name == "sigmoid" and constant < 1:
-        raise ValueError(f"{flag} of {option} sigmoid is k in 1 - k/(k + exp(t/k)): it must be >= 1, "
-                         f"got {constant!r}")
+        raise OptionError(flag, constant, f">= 1 with {option} sigmoid",
+                          f"{flag} of {option} sigmoid is k in 1 - k/(k + exp(t/k)): it must be >= 1, "
+                          f"got {constant!r}")

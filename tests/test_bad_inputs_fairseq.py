@@ -130,6 +130,7 @@ def train_argv(toy_bin, save_dir, *extra):
             "--criterion", "label_smoothed_cross_entropy", "--max-update", "1", "--save-dir", save_dir, *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not torch_at_least(2, 6), reason=SAFE_LOADING_BY_DEFAULT)
 def test_train_with_a_malicious_restore_file(toy_bin, tmp_path, evil):
     proc = run_fairseq("train", train_argv(toy_bin, tmp_path / "ck", "--restore-file", evil), check=False)
@@ -137,6 +138,7 @@ def test_train_with_a_malicious_restore_file(toy_bin, tmp_path, evil):
     assert not (tmp_path / "PWNED").exists()
 
 
+@pytest.mark.slow
 def test_train_resuming_from_a_truncated_checkpoint_last(toy_bin, tmp_path):
     save_dir = tmp_path / "ck"
     save_dir.mkdir()
@@ -147,6 +149,7 @@ def test_train_resuming_from_a_truncated_checkpoint_last(toy_bin, tmp_path):
     assert cut.read_bytes() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,message", [
     ("++task.replace_token_prob=1.5", "task.replace_token_prob must be a probability in [0, 1], got 1.5"),
     ("++criterion.gp_epsilon=-1", "criterion.gp_epsilon must be a finite number >= 0, got -1.0"),

@@ -171,6 +171,7 @@ def test_training_that_stops_while_batches_are_prefetched_exits_cleanly(toy_bin,
     assert "prefetch threads alive at exit: 0" in r.stdout, r.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_stop_prefetch_threads_ends_a_consumer_mid_collation():
     import queue
     import time
@@ -230,6 +231,7 @@ def test_iterator_built_in_a_later_epoch_has_the_first_epochs_batches():
     assert sorted(map(len, unpatched)) == sorted(map(len, first)) and unpatched != first
 
 
+@pytest.mark.slow
 def test_resume_after_the_first_epoch_continues_the_uninterrupted_run(toy_bin, tmp_path):
     """fairseq alone trains a run resumed in epoch 2 on differently composed batches from there on."""
     import re

@@ -7,7 +7,7 @@ import pytest
 from fairseq import options
 
 from fairseq_eb.recipe.configs import CONFIGS
-from fairseq_eb.recipe.methods import METHODS, method_args
+from fairseq_eb.recipe.methods import METHODS, method_args, option_set
 from fairseq_eb.recipe.table import load_chosen
 from fairseq_eb.user_dir import user_dir
 
@@ -46,7 +46,7 @@ def test_every_config_and_method_parses(config):
 def test_config_rr_warmup_fits_its_budget():
     """A warm-up longer than the run would silently train RR at a fraction of its rate."""
     for cfg in CONFIGS.values():
-        rr = list(cfg.rr_args)
+        rr = list(option_set("replacement", cfg))
         if "--replace-warmup-updates" in rr:
             assert int(_flag(rr, "--replace-warmup-updates")) < int(_flag(list(cfg.train_args), "--max-update"))
 

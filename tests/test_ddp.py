@@ -11,6 +11,8 @@ import torch
 
 from tests.fairseq_tools import TINY_MODEL, USER_DIR, run_data_parallel_train, run_fairseq
 
+pytestmark = pytest.mark.slow  # end-to-end trainings (CONTRIBUTING.md: the fast loop)
+
 CPU_DDP = """
 import torch
 import fairseq.models.distributed_fairseq_model as dfm

@@ -16,6 +16,8 @@ from fairseq_eb.diagnose import diagnose_batches, headline, loader, run_diagnosi
 from fairseq_eb.diagnose.cli import main
 from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_fairseq
 
+pytestmark = pytest.mark.slow  # end-to-end trainings (CONTRIBUTING.md: the fast loop)
+
 
 @pytest.fixture(scope="module")
 def checkpoint(toy_bin, tmp_path_factory):

@@ -6,6 +6,8 @@ import pytest
 
 from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_data_parallel_train, run_fairseq
 
+pytestmark = pytest.mark.slow  # end-to-end trainings (CONTRIBUTING.md: the fast loop)
+
 GP = ["--user-dir", USER_DIR, "--criterion", "label_smoothed_cross_entropy_with_gp",
       "--attention-dropout", "0"]  # fairseq's default, spelled out: the fused-SDPA trap (docs/method.md §3.4)
 

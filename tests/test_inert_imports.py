@@ -53,6 +53,7 @@ def test_user_dir_command_prints_the_package_dir_and_help():
     assert "usage: fairseq-eb-user-dir" in help_text and "--user-dir" in help_text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad,option", [
     (["--task", "translation_with_replacement", "--replace-token-prob", "1.5"], "--replace-token-prob"),
     (["--task", "translation_with_replacement", "--replace-sample-prob", "-0.1"], "--replace-sample-prob"),

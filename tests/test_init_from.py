@@ -44,9 +44,7 @@ def recipe_args(data: Path, out: Path, *extra: str) -> List[str]:
 
 
 def parsed(argv: List[str]):
-    args = build_parser().parse_args(argv)
-    validate(args)
-    return args
+    return validate(build_parser().parse_args(argv))
 
 
 def copy_data(toy_bin: Path, to: Path) -> Path:
@@ -120,6 +118,7 @@ def test_strip_model_options_keeps_the_training_options():
 
 # ---------------------------------------------------------------- a bart_base checkpoint
 
+@pytest.mark.slow
 def test_options_read_from_a_bart_checkpoint_build_its_model(bart_ckpt, toy_bin, tmp_path):
     args = parsed(recipe_args(toy_bin.parent, tmp_path / "out", "--init-from", str(bart_ckpt)))
     assert args.init.arch == "bart_base"
@@ -139,6 +138,7 @@ def test_options_read_from_a_bart_checkpoint_build_its_model(bart_ckpt, toy_bin,
     model.load_state_dict(weights, strict=True)
 
 
+@pytest.mark.slow
 def test_recipe_fine_tunes_from_the_checkpoint_end_to_end(bart_ckpt, toy_bin, tmp_path, capsys):
     data, out = toy_bin.parent, tmp_path / "out"
     assert main(recipe_args(data, out, "--init-from", str(bart_ckpt))) == 0
@@ -171,6 +171,7 @@ def test_recipe_fine_tunes_from_the_checkpoint_end_to_end(bart_ckpt, toy_bin, tm
     assert "other settings" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_pretraining_configuration_skips_its_pretraining(bart_ckpt, toy_bin, tmp_path):
     """`finetune` pre-trains first; with --init-from it does not (nor needs DATA/pretrain-bin)."""
     argv = recipe_args(toy_bin.parent, tmp_path / "out")
@@ -188,6 +189,7 @@ def test_a_pretraining_configuration_skips_its_pretraining(bart_ckpt, toy_bin, t
 
 # ---------------------------------------------------------------- the recipe's own pre-training as the user's model
 
+@pytest.mark.slow
 def test_a_denoising_pretraining_of_prep_finetune_data_is_accepted(tmp_path):
     """prep.finetune lists <mask> in the dictionary file: rows and symbols agree, and the derived options are the
     configuration's own model (what `finetune` fine-tunes from its own pre-training)."""
@@ -221,6 +223,7 @@ def test_a_denoising_pretraining_of_prep_finetune_data_is_accepted(tmp_path):
 
 # ---------------------------------------------------------------- dictionaries and unreadable checkpoints
 
+@pytest.mark.slow
 def test_a_dictionary_of_another_size_is_one_line_naming_both_files(bart_ckpt, toy_bin, tmp_path, capsys):
     data = copy_data(toy_bin, tmp_path / "data")
     lines = (data / "bin" / "dict.src.txt").read_text().splitlines()
@@ -237,6 +240,7 @@ def test_a_dictionary_of_another_size_is_one_line_naming_both_files(bart_ckpt, t
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_dict_txt_next_to_the_checkpoint_must_list_the_data_s_symbols(bart_ckpt, toy_bin, tmp_path, capsys):
     ckpt = tmp_path / "bart" / "model.pt"  # as bart.base ships: model.pt with its dict.txt
     ckpt.parent.mkdir()
@@ -278,6 +282,7 @@ def test_one_more_row_is_accepted_only_where_the_model_drops_the_mask(tmp_path):
     init_from.check_dictionary(ckpt, {"src": 7, "tgt": 7}, tmp_path / "data", "bart_base")
 
 
+@pytest.mark.slow
 def test_missing_or_truncated_checkpoints_are_one_line(bart_ckpt, toy_bin, tmp_path, capsys):
     data, out = toy_bin.parent, tmp_path / "out"
     missing = tmp_path / "nowhere.pt"

@@ -65,6 +65,7 @@ def test_switched_off_patches_leave_fairseq_alone(value, expected):
     assert proc.stdout.split() == expected.split()
 
 
+@pytest.mark.slow
 def test_a_bad_selection_stops_fairseq_in_one_line(toy_bin, tmp_path):
     proc = run_fairseq("train", [toy_bin, "--user-dir", USER_DIR, *TINY_MODEL, *TRAIN_COMMON, "--max-update", "1",
                                  "--save-dir", tmp_path], check=False, env={patches.ENV_VAR: "-weights_only"})
@@ -74,6 +75,7 @@ def test_a_bad_selection_stops_fairseq_in_one_line(toy_bin, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_complete_batches_switch_decides_how_many_test_sentences_fairseq_generate_decodes(toy_bin, tmp_path):
     """fairseq-generate's default --required-batch-size-multiple is 8: of 20 test sentences, a batch_by_size that drops
     the short last batch decodes 16. With the patch every build decodes 20; without it, what the build does."""

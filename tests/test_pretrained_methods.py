@@ -172,6 +172,7 @@ def logged(line: str, key: str):
     return None if found is None or found.group(1) == "None" else float(found.group(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,arch", list(LAZY))
 def test_lazy_penalty_trains_pretrained_models(lazy_runs, name, arch):
     log, save = lazy_runs[name, arch]
@@ -205,6 +206,7 @@ def numbers(tree):
     return [tree] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(DIAGNOSED))
 def test_diagnose_on_pretrained_checkpoint_keeps_language_tags_out(data, lazy_runs, name, tmp_path, monkeypatch,
                                                                    capsys):
@@ -295,6 +297,7 @@ def test_diagnose_on_pretrained_checkpoint_keeps_language_tags_out(data, lazy_ru
 # ---------------------------------------------------------------- 4. sequence_ranking on BART
 
 
+@pytest.mark.slow
 def test_sequence_ranking_trains_on_bart(data, tmp_path):
     train = run_fairseq("train", [data, "--user-dir", USER_DIR, *TASK_ARGS[BART], *tiny("bart_base"), *TRAIN_COMMON,
                                   "--criterion", "sequence_ranking", "--seq-beam", "2", "--seq-max-len-b", "10",

@@ -155,6 +155,7 @@ RUNS = {  # task x architecture, each with another pool / variant and one of the
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,arch", list(RUNS))
 def test_train_then_generate(data, tmp_path, name, arch):
     options_ = RUNS[(name, arch)]
@@ -177,6 +178,7 @@ def test_train_then_generate(data, tmp_path, name, arch):
         assert hypotheses(base.stdout) == hypotheses(ours.stdout)
 
 
+@pytest.mark.slow
 def test_sequence_risk_trains_on_bart(data, tmp_path):
     train = run_fairseq("train", [data, "--user-dir", USER_DIR, *TASK_ARGS[BART], *tiny("bart_base"), *TRAIN_COMMON,
                                   "--criterion", "sequence_risk", "--seq-beam", "2", "--seq-max-len-b", "10",

@@ -8,7 +8,7 @@ import pytest
 
 from fairseq_eb.recipe import aggregate, floor
 from fairseq_eb.recipe.configs import CONFIGS, get_config
-from fairseq_eb.recipe.methods import check_methods, method_args
+from fairseq_eb.recipe.methods import check_methods, method_args, option_set
 from fairseq_eb.recipe.table import main
 
 # ---------------------------------------------------------------- aggregation and tables (pure)
@@ -166,6 +166,7 @@ def _recipe_args(data: Path, out: Path, *extra: str):
             "--seeds", "1", "--beams", "1", "2", "--jobs", "2", "--device", "cpu", "--name", "toy", *extra]
 
 
+@pytest.mark.slow
 def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
     data, out = toy_bin.parent, tmp_path / "out"
     assert main(_recipe_args(data, out)) == 0
@@ -271,6 +272,7 @@ def test_recipe_end_to_end_and_resume(toy_bin, tmp_path, capsys):
 
 # ---------------------------------------------------------------- Hydra YAML configs
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,task,criterion", [
     ("baseline", "TranslationTask", "LabelSmoothedCrossEntropyCriterion"),
     ("rr", "TranslationWithReplacementTask", "LabelSmoothedCrossEntropyCriterion"),
@@ -316,7 +318,8 @@ def test_hydra_configs_match_the_demo_config(request):
     assert composed["baseline"].task._name == "translation" and composed["gp"].task._name == "translation"
     assert composed["rr"].criterion._name == composed["baseline"].criterion._name == "label_smoothed_cross_entropy"
     assert composed["gp"].criterion._name == "label_smoothed_cross_entropy_with_gp"
-    assert float(composed["gp"].criterion.gp_epsilon) == float(flag_of(CONFIGS["demo"].gp_args, "--gp-epsilon"))
+    penalty = option_set("penalty", CONFIGS["demo"])
+    assert float(composed["gp"].criterion.gp_epsilon) == float(flag_of(penalty, "--gp-epsilon"))
     for name in ("baseline", "rr", "gp"):
         y = composed[name]
         for side in ("encoder", "decoder"):
@@ -335,11 +338,12 @@ def test_hydra_configs_match_the_demo_config(request):
         assert float(y.criterion.label_smoothing) == float(flag("--label-smoothing"))
         assert str(y.dataset.validate_interval_updates) == flag("--validate-interval-updates")
     rr = composed["rr"].task
-    rr_args = list(CONFIGS["demo"].rr_args)
+    rr_args = list(option_set("replacement", CONFIGS["demo"]))
     assert str(rr.replace_warmup_updates) == rr_args[rr_args.index("--replace-warmup-updates") + 1]
     assert float(rr.replace_token_prob) == float(rr_args[rr_args.index("--replace-token-prob") + 1])
 
 
+@pytest.mark.slow
 def test_recipe_stage_methods_continue_the_baseline(toy_bin, tmp_path, capsys):
     """mrt / rank / mle_more start from the same seed's baseline checkpoint; MRT and Rank are paired with
     baseline+stage (the same extra updates with the token loss), not with the baseline."""
@@ -399,6 +403,7 @@ def _toy_with_ood(directory: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_translation_scores_and_an_extra_test_set_reuse_the_runs(tmp_path, capsys):
     from sacrebleu.metrics import BLEU, CHRF
 

@@ -1,8 +1,10 @@
 """The table recipe's `ss` (model pool, rising schedule) and `gp_lazy` (lazy penalty) methods on the tiny config."""
 import json
 
+import pytest
+
 from fairseq_eb.recipe.configs import CONFIGS
-from fairseq_eb.recipe.methods import METHODS, check_methods, method_args
+from fairseq_eb.recipe.methods import METHODS, REGISTRY, check_methods, method_args, option_set
 from fairseq_eb.recipe.table import main
 
 
@@ -15,10 +17,11 @@ def test_new_methods_options():
         assert ss[ss.index("--replace-pool") + 1] == "model"
         assert ss[ss.index("--replace-schedule") + 1] == "inverse_sigmoid"
         assert ss[-2:] == ["--criterion", "label_smoothed_cross_entropy"]
-        assert lazy == gp + list(cfg.gp_lazy_args) and "--gp-interval" in lazy
-        assert cfg.cost["ss"] > 1 and cfg.cost["gp_lazy"] > 1
+        assert lazy == gp + list(option_set("lazy", cfg)) and "--gp-interval" in lazy
+        assert REGISTRY["ss"].cost > 1 and REGISTRY["gp_lazy"].cost > 1
 
 
+@pytest.mark.slow
 def test_tiny_table_with_ss_and_gp_lazy(toy_bin, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--data", str(toy_bin.parent), "--out", str(out), "--config", "tiny", "--methods", "ss", "gp_lazy",
@@ -35,6 +38,7 @@ def test_tiny_table_with_ss_and_gp_lazy(toy_bin, tmp_path, capsys):
     assert "| toy | 1 | SS / GP-lazy |" in (out / "table.md").read_text(), log[-2000:]
 
 
+@pytest.mark.slow
 def test_tiny_sweep_over_ss_and_gp_lazy_variants(toy_bin, tmp_path):
     """The sweep's model-pool and lazy-penalty grids reach fairseq: the chosen settings are the variants run."""
     from fairseq_eb.recipe import sweep

@@ -136,6 +136,7 @@ def first_last(proc, column):
     return epochs[0][column], epochs[-1][column]
 
 
+@pytest.mark.slow
 def test_risk_alone_lowers_candidate_cost_and_flipped_sign_raises_it(finetuned):
     _, runs = finetuned
     first, last = first_last(runs["sequence_risk"], "seq_cost")
@@ -144,6 +145,7 @@ def test_risk_alone_lowers_candidate_cost_and_flipped_sign_raises_it(finetuned):
     assert last_f > first_f + 0.03, (first_f, last_f)  # measured 0.338 -> 0.968: the test can fail
 
 
+@pytest.mark.slow
 def test_ranking_alone_lowers_ranking_loss_not_mean_candidate_cost(finetuned):
     """BRIO's loss orders the candidates; it does not aim at their *mean* cost (seq_cost), and on the toy task
     A = 1 raises that mean (measured 0.29 -> 0.42) while the ranking loss falls. What is asserted: the loss it
@@ -155,6 +157,7 @@ def test_ranking_alone_lowers_ranking_loss_not_mean_candidate_cost(finetuned):
     assert last_f > first_f + 0.1, (first_f, last_f)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("criterion", ["sequence_risk", "sequence_ranking"])
 def test_generate_works_unchanged_on_checkpoint(finetuned, toy_bin, criterion):
     root, _ = finetuned
@@ -166,6 +169,7 @@ def test_generate_works_unchanged_on_checkpoint(finetuned, toy_bin, criterion):
 
 # ---------------------------------------------------------------- candidates
 
+@pytest.mark.slow
 def test_decode_has_no_graph_restores_mode_and_equals_sequence_generator(baseline, toy_bin):
     from fairseq.sequence_generator import SequenceGenerator
 
@@ -200,6 +204,7 @@ def test_decode_has_no_graph_restores_mode_and_equals_sequence_generator(baselin
     assert not model.training
 
 
+@pytest.mark.slow
 def test_sampled_decode_is_seeded_and_leaves_global_rng_alone(baseline, toy_bin):
     from fairseq_eb.sequence import candidates as cand
 
@@ -228,6 +233,7 @@ def label_smoothed(lprobs, target, eps):
     return (1.0 - eps - eps_i) * nll + eps_i * smooth
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("criterion", ["sequence_risk", "sequence_ranking"])
 def test_loss_equals_independent_computation(baseline, toy_bin, criterion):
     from fairseq.sequence_generator import SequenceGenerator
@@ -305,6 +311,7 @@ def test_loss_equals_independent_computation(baseline, toy_bin, criterion):
 
 # ---------------------------------------------------------------- resume
 
+@pytest.mark.slow
 def test_resume_with_sampling_logs_the_same_losses(toy_bin, baseline, tmp_path):
     extra = ["--seq-sampling", "--seq-combined-loss-alpha", "0.5"]
     first = run_fairseq("train", finetune_args(toy_bin, baseline, tmp_path / "ck", "sequence_risk", 5, *extra))
@@ -322,6 +329,7 @@ def test_resume_with_sampling_logs_the_same_losses(toy_bin, baseline, tmp_path):
 
 # ---------------------------------------------------------------- data parallel
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["legacy_ddp", "pytorch_ddp"])
 def test_two_ranks_sampling_draw_different_candidates(toy_bin, baseline, tmp_path, monkeypatch, backend):
     monkeypatch.setenv("EB_OUT", str(tmp_path))
@@ -347,6 +355,7 @@ def params_after_one_update(toy_bin, baseline, save_dir, criterion, mode):
     return sgd_update(toy_bin, save_dir, extra, mode)
 
 
+@pytest.mark.slow
 def test_beam_two_ranks_equal_one_process_with_update_freq(toy_bin, baseline, tmp_path):
     """Beam candidates are deterministic and the objective is a sum over micro-batches of per-batch terms
     (token CE + tokens/sentences·Σ sequence loss, each batch scaled by its own tokens/sentences), so one SGD
@@ -397,6 +406,7 @@ def test_bad_option_is_one_line_exit_2(capsys, criterion, argv, message):
     assert parse_train(["--arch", "transformer", "--criterion", criterion], capsys)[0] is None
 
 
+@pytest.mark.slow
 def test_bad_option_stops_real_fairseq_train_before_training(toy_bin, baseline, tmp_path):
     proc = run_fairseq("train", finetune_args(toy_bin, baseline, tmp_path / "ck", "sequence_risk", 2,
                                               "--seq-combined-loss-alpha", "1.5"), check=False)
@@ -407,6 +417,7 @@ def test_bad_option_stops_real_fairseq_train_before_training(toy_bin, baseline, 
 
 # ---------------------------------------------------------------- composition
 
+@pytest.mark.slow
 @pytest.mark.parametrize("criterion,extra", [
     ("sequence_risk", ["--task", "translation_with_replacement", "--replace-sample-prob", "0.5",
                        "--replace-token-prob", "0.3"]),

@@ -3,8 +3,12 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_data_parallel_train, run_fairseq
 from tests.test_ddp import CPU_DDP
+
+pytestmark = pytest.mark.slow  # end-to-end trainings (CONTRIBUTING.md: the fast loop)
 
 ALL_OF_IT = ["--user-dir", USER_DIR, "--task", "translation_with_replacement", "--replace-pool", "model",
              "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", "4", "--replace-sample-prob", "1",

@@ -328,6 +328,7 @@ def inner(log, key):
     return {int(u): float(v) for v, u in re.findall(rf"train_inner \| .*? {key}=([\d.]+).*?num_updates=(\d+)", log)}
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly_with_every_variant(toy_bin, tmp_path):
     first = run_fairseq("train", train_args(toy_bin, tmp_path / "ck", 3))
     resumed = run_fairseq("train", train_args(toy_bin, tmp_path / "ck", 6))
@@ -346,6 +347,7 @@ def test_resume_continues_exactly_with_every_variant(toy_bin, tmp_path):
     assert "valid" in log_straight and not re.search(r"\| valid \|.*imitation", log_straight)
 
 
+@pytest.mark.slow
 def test_bad_value_fails_in_one_line_and_options_are_in_help(toy_bin, tmp_path):
     proc = run_fairseq("train", train_args(toy_bin, tmp_path / "ck", 2, "--replace-random-above", "2"), check=False)
     assert proc.returncode == 2 and "train_inner" not in proc.stdout + proc.stderr
@@ -357,6 +359,7 @@ def test_bad_value_fails_in_one_line_and_options_are_in_help(toy_bin, tmp_path):
         assert flag in out
 
 
+@pytest.mark.slow
 def test_two_ranks_pytorch_ddp_equals_legacy_ddp_with_the_variants(toy_bin, tmp_path):
     """Confidence rules, position schedule and the imitation term through the DDP wrapper (the KL's student is
     captured inside it): pytorch_ddp must equal legacy_ddp over 2 updates with --update-freq 2, and the

@@ -6,6 +6,8 @@ import pytest
 
 from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_data_parallel_train, run_fairseq
 
+pytestmark = pytest.mark.slow  # end-to-end trainings (CONTRIBUTING.md: the fast loop)
+
 TASK = ["--user-dir", USER_DIR, "--task", "translation_with_replacement"]
 
 

@@ -3,6 +3,8 @@ import struct
 from pathlib import Path
 from typing import Dict, List
 
+import pytest
+
 from tests.fairseq_tools import TINY_MODEL, TRAIN_COMMON, USER_DIR, run_fairseq
 
 
@@ -23,6 +25,7 @@ def read_scalars(event_file: Path) -> Dict[str, List[float]]:
     return scalars
 
 
+@pytest.mark.slow
 def test_tensorboard_logdir_records_gp_and_replaced(toy_bin, tmp_path):
     logdir = tmp_path / "tb"
     proc = run_fairseq("train", [

@@ -14,10 +14,9 @@ by ``min(1, u / N)``. Both depend only on the update number, so every micro-batc
 the same gradients as one process (tested on 2 ranks; docs/ddp.md); ``fully_sharded`` and ``slowmo`` are
 refused at setup with more than one worker.
 """
-import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Optional
+from typing import Any, List, NamedTuple, Optional
 
 import torch
 from fairseq import utils
@@ -33,7 +32,9 @@ from fairseq.models.fairseq_decoder import FairseqDecoder
 from fairseq.models.transformer.transformer_decoder import TransformerDecoderBase
 from omegaconf import II
 
-from fairseq_eb.cli_validation import exit_under_hydra
+from fairseq_eb.choices import one_of
+from fairseq_eb.criterions.config_options import build_from_config, resolve_options
+from fairseq_eb.criterions.update_number import follow_update_number
 from fairseq_eb.gradient_penalty import (
     GP_ATTENTIONS,
     GpMethodChoice,
@@ -47,6 +48,7 @@ from fairseq_eb.gradient_penalty import (
     same_dropout_masks,
     substituted_parameters,
 )
+from fairseq_eb.option_errors import OptionError, check_at_setup, first_error
 
 GP_OVER = ("lookups", "table")
 GP_METHODS = ("exact", "fgm", "auto")
@@ -118,43 +120,44 @@ def penalty_weight(gp_epsilon: float, update_num: int, interval: int = 1, warmup
     return interval * gp_epsilon * ramp
 
 
-def validate_gp_options(gp_epsilon: Any, gp_over: Any, gp_method: Any, ddp_backend: Any = None,
-                        distributed_world_size: Any = 1, gp_interval: Any = 1, gp_warmup_updates: Any = 0,
-                        gp_attention: Any = "auto", half_precision: Any = False) -> None:
-    """Reject bad options at setup, naming the option and its valid range.
+def gp_errors(cfg: Any) -> List[OptionError]:
+    """The penalty options' refusal (the first found), naming the option, its value and the valid range.
 
-    ``half_precision``: fairseq's ``--fp16`` or ``--memory-efficient-fp16`` (the whole model in float16,
-    unlike ``--amp``). The exact penalty is refused there: on an H200 it overflowed on about one update in
-    ten whatever the loss scale, until fairseq stopped at its minimum loss scale (bench/RESULTS.md §7).
+    ``cfg``: anything with the fields of :class:`LabelSmoothedCrossEntropyWithGpCriterionConfig` (the criterion's
+    options, a parsed fairseq namespace). Under ``--fp16`` or ``--memory-efficient-fp16`` (the whole model in
+    float16, unlike ``--amp``) the exact penalty is refused: on an H200 it overflowed on about one update in ten
+    whatever the loss scale, until fairseq stopped at its minimum loss scale (bench/RESULTS.md §7).
     """
-    if not _is_int(gp_interval) or gp_interval < 1:
-        raise ValueError(f"--gp-interval must be an integer >= 1, got {gp_interval!r}")
-    if not _is_int(gp_warmup_updates) or gp_warmup_updates < 0:
-        raise ValueError(f"--gp-warmup-updates must be an integer >= 0, got {gp_warmup_updates!r}")
-    if isinstance(gp_epsilon, bool) or not isinstance(gp_epsilon, (int, float)) or not (
-        math.isfinite(gp_epsilon) and gp_epsilon >= 0
-    ):
-        raise ValueError(f"--gp-epsilon must be a finite number >= 0, got {gp_epsilon!r}")
-    if str(gp_over) not in GP_OVER:
-        raise ValueError(f"--gp-over must be one of {{{', '.join(GP_OVER)}}}, got {str(gp_over)!r}")
-    if str(gp_method) not in GP_METHODS:
-        raise ValueError(f"--gp-method must be one of {{{', '.join(GP_METHODS)}}}, got {str(gp_method)!r}")
-    if str(gp_attention) not in GP_ATTENTIONS:
-        raise ValueError(f"--gp-attention must be one of {{{', '.join(GP_ATTENTIONS)}}}, got {str(gp_attention)!r}")
-    if half_precision and gp_epsilon > 0 and str(gp_method) != "fgm":
-        raise ValueError(
-            f"--gp-method {gp_method} (double backprop) does not train under --fp16/--memory-efficient-fp16: its "
+    return first_error(lambda: _check(cfg))
+
+
+def _check(cfg: Any) -> None:
+    interval, warmup, eps = cfg.gp_interval, cfg.gp_warmup_updates, cfg.gp_epsilon
+    if not _is_int(interval) or interval < 1:
+        raise OptionError("--gp-interval", interval, "an integer >= 1")
+    if not _is_int(warmup) or warmup < 0:
+        raise OptionError("--gp-warmup-updates", warmup, "an integer >= 0")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and eps >= 0):
+        raise OptionError("--gp-epsilon", eps, "a finite number >= 0")
+    for flag, value, choices in (("--gp-over", cfg.gp_over, GP_OVER), ("--gp-method", cfg.gp_method, GP_METHODS),
+                                 ("--gp-attention", cfg.gp_attention, GP_ATTENTIONS)):
+        if str(value) not in choices:
+            raise OptionError(flag, str(value), f"one of {one_of(choices)}")
+    method = str(cfg.gp_method)
+    if (cfg.fp16 or cfg.memory_efficient_fp16) and eps > 0 and method != "fgm":
+        raise OptionError(
+            "--gp-method", method, "fgm under --fp16/--memory-efficient-fp16",
+            f"--gp-method {method} (double backprop) does not train under --fp16/--memory-efficient-fp16: its "
             "second-order gradients overflow float16 whatever the loss scale; use --amp (mixed precision, checked) "
-            "or --gp-method fgm (checked under --fp16)"
-        )
-    world = int(distributed_world_size or 1)
-    backend = None if ddp_backend is None else str(ddp_backend)
-    if gp_epsilon > 0 and world > 1 and backend not in SAFE_DDP_BACKENDS:
-        raise ValueError(
+            "or --gp-method fgm (checked under --fp16)")
+    world = int(cfg.distributed_world_size or 1)
+    backend = None if cfg.ddp_backend is None else str(cfg.ddp_backend)
+    if eps > 0 and world > 1 and backend not in SAFE_DDP_BACKENDS:
+        raise OptionError(
+            "--ddp-backend", backend, f"one of {one_of(SAFE_DDP_BACKENDS)} with --gp-epsilon > 0 on {world} workers",
             f"--criterion label_smoothed_cross_entropy_with_gp with --gp-epsilon > 0 does not support "
             f"--ddp-backend {backend} with {world} workers (tested: {', '.join(SAFE_DDP_BACKENDS)}); "
-            f"use --ddp-backend pytorch_ddp or legacy_ddp"
-        )
+            f"use --ddp-backend pytorch_ddp or legacy_ddp")
 
 
 @register_criterion("label_smoothed_cross_entropy_with_gp", dataclass=LabelSmoothedCrossEntropyWithGpCriterionConfig)
@@ -165,53 +168,30 @@ class LabelSmoothedCrossEntropyWithGpCriterion(LabelSmoothedCrossEntropyCriterio
     # fused SmoothedCEFeatureGrad instead of autograd (less memory; same values). Tests switch it off.
     fuse_output_layer: bool = True
 
-    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
-                 gp_epsilon=1.0, gp_over="lookups", gp_method="exact", ddp_backend=None, distributed_world_size=1,
-                 gp_interval=1, gp_warmup_updates=0, gp_attention="auto", fp16=False, memory_efficient_fp16=False):
+    config_class = LabelSmoothedCrossEntropyWithGpCriterionConfig
+    build_criterion = classmethod(build_from_config)
+
+    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False, **options):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size=ignore_prefix_size,
                          report_accuracy=report_accuracy)
-        try:
-            validate_gp_options(gp_epsilon, gp_over, gp_method, ddp_backend, distributed_world_size,
-                                gp_interval, gp_warmup_updates, gp_attention, bool(fp16 or memory_efficient_fp16))
-        except ValueError as e:
-            exit_under_hydra(e, "criterion")  # fairseq-hydra-train: one line, exit 2
-            raise
-        self.gp_attention = str(gp_attention)
-        self.gp_epsilon = float(gp_epsilon)
-        self.gp_over = str(gp_over)
-        self.gp_method = str(gp_method)
+        cfg = resolve_options(self.config_class, options)  # the dataclass's defaults for what is not given
+        check_at_setup(gp_errors(cfg), "criterion")  # fairseq-hydra-train: one line, exit 2
+        self.gp_attention = str(cfg.gp_attention)
+        self.gp_epsilon = float(cfg.gp_epsilon)
+        self.gp_over = str(cfg.gp_over)
+        self.gp_method = str(cfg.gp_method)
         self._choose_method = GpMethodChoice(self.gp_method)
-        self.gp_interval = int(gp_interval)
-        self.gp_warmup_updates = int(gp_warmup_updates)
+        self.gp_interval = int(cfg.gp_interval)
+        self.gp_warmup_updates = int(cfg.gp_warmup_updates)
         self.num_updates: Optional[int] = None
-        if self.gp_interval > 1 or self.gp_warmup_updates > 0:
-            self._follow_update_number(task)
+        if self.gp_interval > 1 or self.gp_warmup_updates > 0:  # the lazy penalty decides per update
+            follow_update_number(task, self, self.set_num_updates)
 
     # ---- the update number (lazy penalty, warm-up)
 
     def set_num_updates(self, num_updates: int) -> None:
         """The number of the update being computed (fairseq's ``update_num``)."""
         self.num_updates = int(num_updates)
-
-    def _follow_update_number(self, task) -> None:
-        """Have ``task.train_step`` report its ``update_num`` to this criterion before the forward.
-
-        Why: fairseq 0.12's trainer passes the update number to ``task.train_step`` (and the model), never to
-        the criterion, and the lazy penalty must decide per update from it. Wrapping this one task
-        instance's ``train_step`` works with any task (``translation`` or ours) and changes nothing else.
-        """
-        if task is None:
-            return
-        train_step, this = task.train_step, self
-
-        @functools.wraps(train_step)  # same parameter names: fairseq's trainer passes them by keyword
-        def train_step_reporting_update(sample, model, criterion, optimizer, update_num, ignore_grad=False,
-                                        **kwargs):
-            if criterion is this:
-                this.set_num_updates(update_num)
-            return train_step(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
-
-        task.train_step = train_step_reporting_update
 
     def current_weight(self) -> float:
         """The penalty weight of the current update (``eps`` when neither interval nor warm-up is set)."""

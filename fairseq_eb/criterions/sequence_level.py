@@ -18,7 +18,7 @@ Validation reports the plain loss. Log columns ``seq_loss`` (per sentence), ``se
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 from fairseq import utils
@@ -32,13 +32,14 @@ from fairseq.dataclass import ChoiceEnum
 from fairseq.logging import metrics
 from omegaconf import II
 
-from fairseq_eb.cli_validation import exit_under_hydra
+from fairseq_eb.choices import one_of
 from fairseq_eb.corruption import replacement_seed
+from fairseq_eb.criterions.config_options import build_from_config, resolve_options
+from fairseq_eb.criterions.update_number import follow_update_number
+from fairseq_eb.option_errors import OptionError, check_at_setup, first_error
 from fairseq_eb.sequence import candidates as cand
 from fairseq_eb.sequence.costs import METRICS, sequence_cost
 from fairseq_eb.sequence.losses import length_normalised, ranking_loss, risk_loss
-
-SEQUENCE_CRITERIA = ("sequence_risk", "sequence_ranking")
 
 
 @dataclass
@@ -81,78 +82,81 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def validate_sequence_options(seq_beam: Any, seq_combined_loss_alpha: Any, seq_sampling: Any = False,
-                              seq_sampling_topk: Any = -1, seq_temperature: Any = 1.0, seq_max_len_a: Any = 0.0,
-                              seq_max_len_b: Any = 200, seq_metric: Any = "rouge_l", seq_risk_scale: Any = 1.0,
-                              seq_rank_margin: Any = 0.0, seq_length_penalty: Any = 1.0) -> None:
-    """Reject bad or contradictory options at setup, naming the option and its valid range."""
-    if not isinstance(seq_beam, int) or isinstance(seq_beam, bool) or seq_beam < 1:
-        raise ValueError(f"--seq-beam must be an integer >= 1 (candidates per source), got {seq_beam!r}")
-    if not _number(seq_combined_loss_alpha) or not 0 <= seq_combined_loss_alpha <= 1:
-        raise ValueError(f"--seq-combined-loss-alpha must be in [0, 1], got {seq_combined_loss_alpha!r}")
-    if str(seq_metric) not in METRICS:
-        raise ValueError(f"--seq-metric must be one of {{{', '.join(METRICS)}}}, got {str(seq_metric)!r}")
-    if not _number(seq_temperature) or seq_temperature <= 0:
-        raise ValueError(f"--seq-temperature must be a number > 0, got {seq_temperature!r}")
-    if not isinstance(seq_sampling_topk, int) or seq_sampling_topk == 0 or seq_sampling_topk < -1:
-        raise ValueError(f"--seq-sampling-topk must be -1 (all tokens) or an integer >= 1, got {seq_sampling_topk!r}")
-    if not seq_sampling and (seq_sampling_topk != -1 or seq_temperature != 1.0):
-        given = "--seq-sampling-topk" if seq_sampling_topk != -1 else "--seq-temperature"
-        raise ValueError(f"{given} applies to sampled candidates only; add --seq-sampling or leave it out")
-    if not _number(seq_max_len_a) or seq_max_len_a < 0 or not isinstance(seq_max_len_b, int) or seq_max_len_b < 0 \
-            or (seq_max_len_a == 0 and seq_max_len_b < 1):
-        raise ValueError(f"--seq-max-len-a/--seq-max-len-b must be >= 0 and allow at least one token, got "
-                         f"{seq_max_len_a!r} and {seq_max_len_b!r}")
-    if not _number(seq_risk_scale) or seq_risk_scale <= 0:
-        raise ValueError(f"--seq-risk-scale must be a number > 0, got {seq_risk_scale!r}")
-    if not _number(seq_rank_margin) or seq_rank_margin < 0:
-        raise ValueError(f"--seq-rank-margin must be a number >= 0, got {seq_rank_margin!r}")
-    if not _number(seq_length_penalty) or seq_length_penalty < 0:
-        raise ValueError(f"--seq-length-penalty must be a number >= 0, got {seq_length_penalty!r}")
+def sequence_errors(cfg: Any) -> List[OptionError]:
+    """The sequence criteria's refusal (the first found), naming the option, its value and the valid range.
+
+    ``cfg``: anything with the fields of :class:`SequenceRiskConfig` or :class:`SequenceRankingConfig` (the
+    criterion's options, a parsed fairseq namespace); each criterion's own options are checked where present.
+    """
+    return first_error(lambda: _check(cfg))
+
+
+def _check(cfg: Any) -> None:
+    beam, alpha, metric = cfg.seq_beam, cfg.seq_combined_loss_alpha, str(cfg.seq_metric)
+    topk, temperature, len_a, len_b = cfg.seq_sampling_topk, cfg.seq_temperature, cfg.seq_max_len_a, cfg.seq_max_len_b
+    if not isinstance(beam, int) or isinstance(beam, bool) or beam < 1:
+        raise OptionError("--seq-beam", beam, "an integer >= 1 (candidates per source)")
+    if not _number(alpha) or not 0 <= alpha <= 1:
+        raise OptionError("--seq-combined-loss-alpha", alpha, "in [0, 1]")
+    if metric not in METRICS:
+        raise OptionError("--seq-metric", metric, f"one of {one_of(METRICS)}")
+    if not _number(temperature) or temperature <= 0:
+        raise OptionError("--seq-temperature", temperature, "a number > 0")
+    if not isinstance(topk, int) or topk == 0 or topk < -1:
+        raise OptionError("--seq-sampling-topk", topk, "-1 (all tokens) or an integer >= 1")
+    if not cfg.seq_sampling and (topk != -1 or temperature != 1.0):
+        given, value = ("--seq-sampling-topk", topk) if topk != -1 else ("--seq-temperature", temperature)
+        raise OptionError(given, value, "its default without --seq-sampling",
+                          f"{given} applies to sampled candidates only; add --seq-sampling or leave it out")
+    if not _number(len_a) or len_a < 0 or not isinstance(len_b, int) or len_b < 0 or (len_a == 0 and len_b < 1):
+        raise OptionError("--seq-max-len-a/--seq-max-len-b", (len_a, len_b), ">= 0 and allow at least one token",
+                          f"--seq-max-len-a/--seq-max-len-b must be >= 0 and allow at least one token, got "
+                          f"{len_a!r} and {len_b!r}")
+    for flag, name, valid, ok in (("--seq-risk-scale", "seq_risk_scale", "a number > 0", lambda v: v > 0),
+                                  ("--seq-rank-margin", "seq_rank_margin", "a number >= 0", lambda v: v >= 0),
+                                  ("--seq-length-penalty", "seq_length_penalty", "a number >= 0", lambda v: v >= 0)):
+        if hasattr(cfg, name):  # the option of one criterion only
+            value = getattr(cfg, name)
+            if not _number(value) or not ok(value):
+                raise OptionError(flag, value, valid)
 
 
 class SequenceCriterionBase(LabelSmoothedCrossEntropyCriterion):
-    """The candidate machinery shared by both criteria; subclasses define :meth:`sequence_loss`."""
+    """The candidate machinery shared by both criteria; subclasses define :meth:`sequence_loss`.
 
-    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy, seq_beam,
-                 seq_sampling, seq_sampling_topk, seq_temperature, seq_max_len_a, seq_max_len_b, seq_metric,
-                 seq_combined_loss_alpha, seq_include_reference, seed, specific: Dict[str, Any]):
+    Built from the criterion's dataclass (``config_class``): options not given take its defaults.
+    """
+
+    config_class: Any = SequenceCriterionConfig
+    build_criterion = classmethod(build_from_config)
+
+    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False, **options):
         super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size=ignore_prefix_size,
                          report_accuracy=report_accuracy)
-        try:
-            validate_sequence_options(seq_beam, seq_combined_loss_alpha, seq_sampling, seq_sampling_topk,
-                                      seq_temperature, seq_max_len_a, seq_max_len_b, str(seq_metric), **specific)
-        except ValueError as e:
-            exit_under_hydra(e, "criterion")
-            raise
-        self.options = cand.CandidateOptions(int(seq_beam), bool(seq_sampling), int(seq_sampling_topk),
-                                             float(seq_temperature), float(seq_max_len_a), int(seq_max_len_b))
-        self.metric = str(seq_metric)
-        self.alpha = float(seq_combined_loss_alpha)
-        self.include_reference = bool(seq_include_reference)
-        self.seed = int(seed)
+        cfg = resolve_options(self.config_class, options)
+        check_at_setup(sequence_errors(cfg), "criterion")  # fairseq-hydra-train: one line, exit 2
+        self.options = cand.CandidateOptions(int(cfg.seq_beam), bool(cfg.seq_sampling), int(cfg.seq_sampling_topk),
+                                             float(cfg.seq_temperature), float(cfg.seq_max_len_a),
+                                             int(cfg.seq_max_len_b))
+        self.metric = str(cfg.seq_metric)
+        self.alpha = float(cfg.seq_combined_loss_alpha)
+        self.include_reference = bool(cfg.seq_include_reference)
+        self.seed = int(cfg.seed)
         self.tgt_dict = task.target_dictionary
         self._generator: Optional[Any] = None
         self._generator_model: Optional[int] = None
         self.num_updates = 0
         self._micro = (-1, -1)  # (update, index within it)
-        self._follow_update_number(task)
+        follow_update_number(task, self, self.set_num_updates)
+        self.setup_sequence_loss(cfg)
 
-    # ---- the update number (seeds of sampled candidates)
+    def setup_sequence_loss(self, cfg: Any) -> None:
+        """Read the subclass's own options from the resolved ``cfg``."""
 
-    def _follow_update_number(self, task) -> None:
-        """Have ``task.train_step`` report its ``update_num`` (fairseq 0.12 never passes it to a criterion)."""
-        if task is None:
-            return
-        train_step, this = task.train_step, self
+    def set_num_updates(self, num_updates: int) -> None:
+        """The number of the update being computed (seeds of sampled candidates)."""
+        self.num_updates = int(num_updates)
 
-        def train_step_reporting_update(sample, model, criterion, optimizer, update_num, ignore_grad=False,
-                                        **kwargs):
-            if criterion is this:
-                this.num_updates = int(update_num)
-            return train_step(sample, model, criterion, optimizer, update_num, ignore_grad, **kwargs)
-
-        task.train_step = train_step_reporting_update
 
     def _draw_seed(self) -> Optional[int]:
         """(--seed, update, rank, micro-batch) for a sampling search; beam search draws nothing."""
@@ -302,16 +306,10 @@ def _pad_to(tokens: torch.Tensor, width: int, pad: int) -> torch.Tensor:
 class SequenceRiskCriterion(SequenceCriterionBase):
     """Minimum risk training: the expected cost under the model's distribution renormalised over the candidates."""
 
-    # fairseq builds a criterion from its explicit __init__ parameters (no **kwargs), hence the repetition
-    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
-                 seq_beam=4, seq_sampling=False, seq_sampling_topk=-1, seq_temperature=1.0, seq_max_len_a=0.0,
-                 seq_max_len_b=200, seq_metric="rouge_l", seq_combined_loss_alpha=0.5, seq_include_reference=False,
-                 seed=1, seq_risk_scale=1.0):
-        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy, seq_beam,
-                         seq_sampling, seq_sampling_topk, seq_temperature, seq_max_len_a, seq_max_len_b, seq_metric,
-                         seq_combined_loss_alpha, seq_include_reference, seed,
-                         {"seq_risk_scale": seq_risk_scale})
-        self.risk_scale = float(seq_risk_scale)
+    config_class = SequenceRiskConfig
+
+    def setup_sequence_loss(self, cfg: Any) -> None:
+        self.risk_scale = float(cfg.seq_risk_scale)
 
     def sequence_loss(self, scores, lengths, costs, mask):
         return risk_loss(scores, costs, mask, self.risk_scale)
@@ -321,25 +319,12 @@ class SequenceRiskCriterion(SequenceCriterionBase):
 class SequenceRankingCriterion(SequenceCriterionBase):
     """BRIO: candidates ordered by their metric must be ordered by length-normalised log-probability too."""
 
-    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False,
-                 seq_beam=4, seq_sampling=False, seq_sampling_topk=-1, seq_temperature=1.0, seq_max_len_a=0.0,
-                 seq_max_len_b=200, seq_metric="rouge_l", seq_combined_loss_alpha=0.5, seq_include_reference=False,
-                 seed=1, seq_rank_margin=0.001,
-                 seq_length_penalty=1.0):
-        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy, seq_beam,
-                         seq_sampling, seq_sampling_topk, seq_temperature, seq_max_len_a, seq_max_len_b, seq_metric,
-                         seq_combined_loss_alpha, seq_include_reference, seed,
-                         {"seq_rank_margin": seq_rank_margin, "seq_length_penalty": seq_length_penalty})
-        self.margin = float(seq_rank_margin)
-        self.length_penalty = float(seq_length_penalty)
+    config_class = SequenceRankingConfig
+
+    def setup_sequence_loss(self, cfg: Any) -> None:
+        self.margin = float(cfg.seq_rank_margin)
+        self.length_penalty = float(cfg.seq_length_penalty)
 
     def sequence_loss(self, scores, lengths, costs, mask):
         normalised = length_normalised(scores, lengths.clamp(min=1).to(scores.dtype), self.length_penalty)
         return ranking_loss(normalised, costs, mask, self.margin)
-
-
-def sequence_options_of(args: Any) -> Dict[str, Any]:
-    """The validator's keyword arguments from a parsed fairseq namespace (cli_validation)."""
-    keys = ("seq_beam", "seq_combined_loss_alpha", "seq_sampling", "seq_sampling_topk", "seq_temperature",
-            "seq_max_len_a", "seq_max_len_b", "seq_metric", "seq_risk_scale", "seq_rank_margin", "seq_length_penalty")
-    return {k: getattr(args, k) for k in keys if hasattr(args, k)}

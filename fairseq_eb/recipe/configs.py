@@ -2,13 +2,14 @@
 
 Why named configs: the demo, a longer reproduction and the tests must differ only in size and budget,
 never in how a method is trained, so every method of one table shares the same ``train_args`` and only
-``methods.method_args`` adds the method's own options.
+the method's record (:mod:`fairseq_eb.recipe.methods`) adds its own options. What each configuration measured
+lives in examples/results/, not here.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Mapping, Tuple
 
 from fairseq_eb.choices import check_choice
 
@@ -21,37 +22,28 @@ class RecipeConfig:
     description: str
     # fairseq-train options shared by every method (model, optimiser, budget, checkpointing)
     train_args: Tuple[str, ...]
-    # options of the random-replacement task and of the gradient-penalty criterion
-    rr_args: Tuple[str, ...] = ("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3")
-    gp_args: Tuple[str, ...] = ("--gp-epsilon", "1.0")
-    # method `ss`: the model's own argmax guesses as replacements, p_s rising on a schedule (untuned: the
-    # same p_s/p_t as RR, so the two differ only in where replacements come from and how p_s rises)
-    ss_args: Tuple[str, ...] = ("--replace-pool", "model",
-                                "--replace-sample-prob", "0.5", "--replace-token-prob", "0.3")
-    # method `gp_lazy`: added after gp_args (same eps), penalty on every 4th update with weight 4*eps
-    gp_lazy_args: Tuple[str, ...] = ("--gp-interval", "4")
+    # options this configuration appends to a method option set (recipe.methods.OPTION_SETS, e.g. "replacement":
+    # RR's warm-up; "stage": the stage methods' budget, without which they are refused)
+    tuning: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
     # fairseq-generate options (beam size, subset and checkpoint are added by the recipe)
     generate_args: Tuple[str, ...] = ("--batch-size", "128", "--max-len-a", "0", "--max-len-b", "48")
-    # relative training cost per method (measured on CPU: an exact-GP update ≈ 2.5× a baseline one; ss and
-    # gp_lazy: bench/RESULTS.md), used only to start the most expensive runs first
-    cost: Dict[str, float] = field(default_factory=lambda: {"baseline": 1.0, "rr": 1.0, "gp": 2.5, "rr_gp": 2.5,
-                                                            "ss": 1.3, "gp_lazy": 1.35})
     # fairseq-train options of a one-off denoising pre-training that every run fine-tunes from (empty = none);
     # see fairseq_eb.recipe.pretrain
     pretrain_args: Tuple[str, ...] = ()
     # k > 0: a third checkpoint selection, the average of the run's last k interval checkpoints
     # (fairseq_eb.recipe.averaging); needs --keep-interval-updates -1 (the _budget helper's)
     average_last: int = 0
-    # stage methods (recipe.methods.STAGE_METHODS): fairseq-train options appended for a stage that continues
-    # the same seed's baseline (its own budget, learning rate, validation interval); empty = no stage methods
-    stage_args: Tuple[str, ...] = ()
-    mrt_args: Tuple[str, ...] = ()
-    rank_args: Tuple[str, ...] = ()
     # checkpoint selections decoded on the test split (fairseq_eb.recipe.selection.SELECTIONS), the main one first
     selections: Tuple[str, ...] = ("bleu", "loss", "avg")
     # "reference": the reference experiment's scores (ROUGE, sentence BLEU); "translation": also sacreBLEU's
     # cased BLEU and chrF, length, repetition, detachment and length thirds (fairseq_eb.scoring.translation)
     scores: str = "reference"
+
+    @property
+    def stage_args(self) -> Tuple[str, ...]:
+        """fairseq-train options of a stage that continues the same seed's baseline (its own budget, learning
+        rate, validation interval); empty = the configuration has no stage methods."""
+        return tuple(self.tuning.get("stage", ()))
 
 
 def _transformer(layers: int, dim: int, ffn: int, heads: int) -> List[str]:
@@ -67,8 +59,8 @@ def _transformer(layers: int, dim: int, ffn: int, heads: int) -> List[str]:
 
 
 def _adam(lr: float, warmup: int, total: int) -> List[str]:
-    # linear warm-up, then linear decay to 0 at the last update: for a fixed, short budget this reached
-    # the validation loss of 2,000 inverse-sqrt updates in 1,200 (Debian data, tuned on valid)
+    # linear warm-up, then linear decay to 0 at the last update: a fixed, short budget ends at a low rate
+    # (on valid it beat inverse-sqrt for the same budget; examples/results/)
     return [
         "--optimizer", "adam", "--adam-betas", "(0.9, 0.98)", "--lr", str(lr),
         "--lr-scheduler", "polynomial_decay", "--warmup-updates", str(warmup),
@@ -116,10 +108,15 @@ def _select_by_generation(max_len_b: int, patience: int = -1, max_len_a: float =
     ]
 
 
-def _ss(total_updates: int) -> Tuple[str, ...]:
+def _ss_ramp(total_updates: int) -> Tuple[str, ...]:
     # scheduled sampling's rising rate (inverse sigmoid, as in Bengio et al. 2015) over the whole run
-    return RecipeConfig.ss_args + ("--replace-schedule", "inverse_sigmoid",
-                                   "--replace-schedule-updates", str(total_updates))
+    return ("--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", str(total_updates))
+
+
+def _rr_warmup(updates: int) -> Tuple[str, ...]:
+    # RR's replacement rate ramps up linearly over the first `updates` (from the first update it slows
+    # learning in the short regimes)
+    return ("--replace-warmup-updates", str(updates))
 
 
 def _stage(updates: int, validate_every: int, lr: float) -> Tuple[str, ...]:
@@ -129,11 +126,24 @@ def _stage(updates: int, validate_every: int, lr: float) -> Tuple[str, ...]:
             str(validate_every))
 
 
-# the sequence-level criteria's defaults for both stage regimes (the sweep varies K, A, alpha / margin)
-_MRT_ARGS = ("--seq-beam", "4", "--seq-max-len-b", "48", "--seq-metric", "rouge_l",
-             "--seq-combined-loss-alpha", "0.5", "--seq-risk-scale", "1.0")
-_RANK_ARGS = ("--seq-beam", "4", "--seq-max-len-b", "48", "--seq-metric", "rouge_l",
-              "--seq-combined-loss-alpha", "0.5", "--seq-rank-margin", "0.001", "--seq-length-penalty", "1.0")
+def _sequence(metric: str, max_len: Tuple[str, ...], last: Tuple[str, ...]) -> Tuple[str, ...]:
+    # The sequence-level stages' settings written out in full (the sweep varies K, A, alpha / margin): a run's
+    # command records them, so a change of the criterion's defaults cannot silently change a regime.
+    return ("--seq-beam", "4", *max_len, "--seq-metric", metric, "--seq-combined-loss-alpha", "0.5", *last)
+
+
+_RISK = ("--seq-risk-scale", "1.0")
+_RANKING = ("--seq-rank-margin", "0.001", "--seq-length-penalty", "1.0")
+_SHORT_TARGETS = ("--seq-max-len-b", "48")
+
+
+def _stages(updates: int, metric: str = "rouge_l",
+            max_len: Tuple[str, ...] = _SHORT_TARGETS) -> Dict[str, Tuple[str, ...]]:
+    # a stage continues the baseline's selected checkpoint at a lower learning rate (sequence-level losses are
+    # fine-tuning objectives: Edunov et al. 2018 start them from a converged token-level model), validated every
+    # 50 updates
+    return {"stage": _stage(updates, 50, 1e-4), "risk": _sequence(metric, max_len, _RISK),
+            "ranking": _sequence(metric, max_len, _RANKING)}
 
 
 CONFIGS: Dict[str, RecipeConfig] = {}
@@ -149,14 +159,13 @@ _register(RecipeConfig(
     train_args=tuple(_transformer(1, 32, 64, 2) + _adam(1e-3, 2, 8) + _budget(8, 4) + _select_by_generation(12) + [
         "--max-tokens", "500", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "2",
     ]),
-    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3", "--replace-warmup-updates", "2"),
-    ss_args=_ss(4),
+    tuning={"replacement": _rr_warmup(2), "guesses": _ss_ramp(4),
+            "stage": ("--max-update", "4", "--total-num-update", "4", "--warmup-updates", "1",
+                      "--validate-interval-updates", "2", "--save-interval-updates", "2"),
+            "risk": ("--seq-beam", "2", "--seq-max-len-b", "12"),
+            "ranking": ("--seq-beam", "2", "--seq-max-len-b", "12")},
     generate_args=("--batch-size", "64", "--max-len-a", "0", "--max-len-b", "12"),
     average_last=2,
-    stage_args=("--max-update", "4", "--total-num-update", "4", "--warmup-updates", "1",
-                "--validate-interval-updates", "2", "--save-interval-updates", "2"),
-    mrt_args=("--seq-beam", "2", "--seq-max-len-b", "12"),
-    rank_args=("--seq-beam", "2", "--seq-max-len-b", "12"),
 ))
 
 _register(dataclasses.replace(
@@ -164,16 +173,11 @@ _register(dataclasses.replace(
     description="tests only: `tiny` scored and selected as the long regime is (translation scores, valid-BLEU and "
     "averaged selections)", selections=("bleu", "avg"), scores="translation"))
 
-# Tuned on the Debian *valid* split (SentencePiece 4k, sources cut to 32 pieces): 2+2 layers d=128, no
-# dropout (a budget of ~2.5 epochs does not overfit). RR's replacement rate ramps up over the first half: from the
-# first update it slowed learning markedly in this regime.
-# The same tokens in twice as many updates of half the size (2,000 x 2,048 instead of 1,000 x 4,096), Adam 3e-3:
-# valid ROUGE-L at beam 1 / 2 / 3 of the baseline 24.69 / 25.86 / 26.42 (seed 1) against 24.34 / 25.33 / 26.08 for
-# 1,300 x 4,096 and a valid floor (first 10 source words) of 23.88; 4,000 x 1,024 at 2e-3 was worse (24.11 at
-# beam 1), 2,600 x 2,048 better (25.48) but 1.3x the time (examples/results/README.md, "The demo's budget").
+
+# The Debian synopses demo: 2+2 layers d=128, no dropout (a budget of ~2.5 epochs does not overfit), sized and
+# tuned on the *valid* split to finish three methods on 2 CPU cores in about 15 min.
 def _demo(name: str, description: str, updates: int, tokens: int, lr: float, warmup: int, validate_every: int,
           log_interval: int) -> RecipeConfig:
-    # the demo's model and schedule; RR's replacement rate ramps up over the first half of the budget
     return RecipeConfig(
         name=name, description=description,
         train_args=tuple(_transformer(2, 128, 512, 4) + _adam(lr, warmup, updates)
@@ -181,9 +185,7 @@ def _demo(name: str, description: str, updates: int, tokens: int, lr: float, war
             "--max-tokens", str(tokens), "--dropout", "0.0", "--label-smoothing", "0.1",
             "--log-interval", str(log_interval),
         ]),
-        rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
-                 "--replace-warmup-updates", str(updates // 2)),
-        ss_args=_ss(updates),
+        tuning={"replacement": _rr_warmup(updates // 2), "guesses": _ss_ramp(updates)},
     )
 
 
@@ -192,22 +194,19 @@ _register(_demo("demo", f"README demo: 2+2-layer d=128 pre-norm transformer, {_D
                 "tokens; three methods on 2 CPU cores in about 15 min",
                 _DEMO_UPDATES, tokens=2048, lr=3e-3, warmup=300, validate_every=500, log_interval=100))
 
-# The demo until 2026-12 (1,000 updates of 4,096 tokens, Adam 4e-3; 6e-3 was unstable across seeds, 1e-2
-# diverged): every demo table committed before then (examples/results/demo*, large) was measured with it. Its
-# baseline scored below the first-10-source-words floor at beam 1 (test ROUGE-L 23.54 vs 24.29).
+# The demo as it was until 2026-12, kept unchanged to reproduce the demo tables committed before then.
 _DEMO_V1_UPDATES = 1000
 _register(_demo("demo_v1", f"the README demo before 2026-12: {_DEMO_V1_UPDATES:,} updates of 4,096 tokens (its "
                 "committed tables)",
                 _DEMO_V1_UPDATES, tokens=4096, lr=4e-3, warmup=150, validate_every=250, log_interval=50))
 
 # Equal budgets (docs/evaluating.md): the comparison configurations below train every method and seed to the same
-# --max-update without early stopping and select among all validations. The tables committed before that rule ran
-# them with early stopping: reproduce those with --train-args '--patience 4' (converged) or '--patience 3'
-# (converged_cpu, converged_cpu_long).
-# All Debian data, a larger model, selected by valid BLEU (formerly with early stopping, patience 4 validations of 500
-# updates), within a budget that one lent GPU finishes for 3 methods x 3 seeds at once in a few minutes
-# (bench/gpu_throughput.py; scripts/converged_gpu.sh). 3+3 d=256: the demo's 2+2 d=128 is barely past the
-# floor at its budget (demo_v1's was below it). On 2 CPU cores a run takes hours.
+# --max-update without early stopping and select among all validations. Tables committed before that rule used
+# early stopping: reproduce them with --train-args '--patience 4' (converged) or '--patience 3' (converged_cpu,
+# converged_cpu_long).
+# `converged`: all Debian data and a larger model (3+3 d=256, past the floor where the demo's model is barely so),
+# selected by valid BLEU, within a budget one lent GPU finishes for 3 methods x 3 seeds at once
+# (scripts/converged_gpu.sh). On 2 CPU cores a run takes hours.
 _CONVERGED_MAX = 4000
 _register(RecipeConfig(
     name="converged",
@@ -218,20 +217,16 @@ _register(RecipeConfig(
                      + _select_by_generation(48) + [
         "--max-tokens", "8192", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "100",
     ]),
-    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3", "--replace-warmup-updates", "500"),
-    ss_args=_ss(_CONVERGED_MAX),
+    tuning={"replacement": _rr_warmup(500), "guesses": _ss_ramp(_CONVERGED_MAX)},
     generate_args=("--batch-size", "256", "--max-len-a", "0", "--max-len-b", "48"),
 ))
 
-# `converged` sized for 2 CPU cores: all Debian pairs, the demo's 2+2 d=128 model (on valid it is already
-# above the floor at 1,000-2,000 updates; 3+3 d=256 costs ~12x per update, out of reach without a GPU),
-# trained 2.4x demo_v1's budget (≈6 epochs) with dropout 0.1 (longer training over-fits without it), a lower
-# peak rate than demo_v1's 4e-3 (6e-3 was unstable across seeds there and this schedule stays high 2.4x as
-# long), and early stopping by valid BLEU (patience 3 x 300 updates). ~15 min per baseline run on one thread
-# (measured: examples/results/README.md, section C).
+# `converged` sized for 2 CPU cores: all Debian pairs, the demo's 2+2 d=128 model (3+3 d=256 is out of reach without
+# a GPU), about 6 epochs with dropout 0.1 (longer training over-fits without it) and a lower peak rate than
+# demo_v1's (this schedule stays high for longer).
 _CONVERGED_CPU_MAX = 2400
-# Stage methods continue the baseline's selected checkpoint for 300 updates (1/8 of its budget; finetune's 400 is
-# 1/3 of its, but a sequence-level update here costs ~8x a token-level one on 2 cores) at finetune's stage rate.
+# Stage methods continue the baseline's selected checkpoint for 1/8 of its budget (a sequence-level update costs
+# several token-level ones on 2 cores) at finetune's stage rate.
 CONVERGED_CPU_STAGE_UPDATES = 300
 
 
@@ -243,13 +238,9 @@ def _converged_cpu(name: str, max_update: int, validate_every: int, description:
                          + _budget(max_update, validate_every) + _select_by_generation(48) + [
             "--max-tokens", "4096", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "100",
         ]),
-        rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
-                 "--replace-warmup-updates", str(max_update // 2)),
-        ss_args=_ss(max_update),
+        tuning={"replacement": _rr_warmup(max_update // 2), "guesses": _ss_ramp(max_update),
+                **_stages(CONVERGED_CPU_STAGE_UPDATES)},
         generate_args=("--batch-size", "256", "--max-len-a", "0", "--max-len-b", "48"),
-        stage_args=_stage(CONVERGED_CPU_STAGE_UPDATES, 50, 1e-4),
-        mrt_args=_MRT_ARGS,
-        rank_args=_RANK_ARGS,
     )
 
 
@@ -260,10 +251,8 @@ _register(_converged_cpu(
     "updates (no early stop); the `converged` regime at a size 2 CPU cores can train (about 1 h per seed of "
     "baseline/RR/GP)"))
 
-# `converged_cpu` trained twice as long (≈12 epochs), for the question section C of examples/results/README.md
-# left open: at 2,400 updates the valid BLEU was still rising and early stopping never fired. Everything but the
-# budget and the validation interval (400 updates, so 12 validations, patience 3) is `converged_cpu`'s; each
-# run takes about twice as long as there (measured: examples/results/README.md, section C3).
+# `converged_cpu` trained twice as long (≈12 epochs): does the ranking hold once the valid BLEU stops rising?
+# Everything but the budget and the validation interval (400 updates) is `converged_cpu`'s.
 _CONVERGED_CPU_LONG_MAX = 2 * _CONVERGED_CPU_MAX
 _register(_converged_cpu(
     "converged_cpu_long", _CONVERGED_CPU_LONG_MAX, 400,
@@ -285,16 +274,13 @@ _FT_PRETRAIN = tuple(_FT_MODEL + _adam(3e-3, 120, 1200) + _budget(1200, 400) + [
 _FT_TRAIN = ("--max-tokens", "2048", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "40")
 
 # Equal budgets (docs/evaluating.md, "Equal budgets"): every method and seed trains exactly FT_UPDATES updates,
-# no early stopping, and the checkpoint is selected among all its validations. 1,200 because under early
-# stopping every one of the 25 runs of `finetune_es` peaked at or before update 1,200 (most at 240-880) and
-# stopped by 1,600: the valid metric has plateaued well before the end. The learning-rate trajectory is
-# `finetune_es`'s (linear decay towards 0 at 2,400), so the stopping rule is the one thing that changed.
-# Validation every 100 updates, on a valid split as large as the data has (prep.finetune --valid-subset 2722
-# for Debian: a valid BLEU of 500 pairs moved by ±0.5-1 between validations).
+# no early stopping, and the checkpoint is selected among all its validations. FT_UPDATES is where the valid metric
+# of `finetune_es`'s early-stopped runs had plateaued; the learning-rate trajectory is `finetune_es`'s (linear decay
+# towards 0 at 2,400), so the stopping rule is the one thing that changed. Validation every 100 updates, on a valid
+# split as large as the data has (prep.finetune --valid-subset 2722 for Debian): a small valid split makes the
+# selection noisy.
 FT_UPDATES = 1200
-# Stage methods (mrt, rank, mle_more) continue the baseline's selected checkpoint for 400 more updates at a
-# lower learning rate (sequence-level losses are fine-tuning objectives: Edunov et al. 2018 start them from a
-# converged token-level model), validated every 50 updates.
+# Stage methods (mrt, rank, mle_more) continue the baseline's selected checkpoint for 1/3 of its budget.
 FT_STAGE_UPDATES = 400
 
 
@@ -306,17 +292,12 @@ _register(RecipeConfig(
     pretrain_args=_FT_PRETRAIN,
     train_args=tuple(_FT_MODEL + _adam(5e-4, 100, 2400) + _budget(FT_UPDATES, 100, max_epoch=60)
                      + _select_by_generation(48) + list(_FT_TRAIN)),
-    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3"),
-    ss_args=_ss(FT_UPDATES),
+    tuning={"guesses": _ss_ramp(FT_UPDATES), **_stages(FT_STAGE_UPDATES)},
     average_last=5,
-    stage_args=_stage(FT_STAGE_UPDATES, 50, 1e-4),
-    mrt_args=_MRT_ARGS,
-    rank_args=_RANK_ARGS,
 ))
 
-# `finetune` as the committed tables before equal budgets ran it (examples/results/finetune/): early stopping
-# by the valid BLEU of 500 pairs (patience 5 x 80 updates, at most 2,400). Kept to reproduce those tables; its
-# verdicts depended on which run the noise let train longer (examples/results/README.md).
+# `finetune` as the committed tables before equal budgets ran it (examples/results/finetune/): early stopping by
+# the valid BLEU of 500 pairs. Kept to reproduce those tables.
 _register(RecipeConfig(
     name="finetune_es",
     description="`finetune` with early stopping, as the tables before equal budgets: until the valid BLEU stops "
@@ -324,17 +305,16 @@ _register(RecipeConfig(
     pretrain_args=_FT_PRETRAIN,
     train_args=tuple(_FT_MODEL + _adam(5e-4, 100, 2400) + _budget(2400, 80, max_epoch=60)
                      + _select_by_generation(48, patience=5) + list(_FT_TRAIN)),
-    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3"),
-    ss_args=_ss(2400),
+    tuning={"guesses": _ss_ramp(2400)},
 ))
 
 
 # Where exposure bias has room (issue "Where exposure bias bites"): English -> Italian translation of whole Debian
-# package descriptions (python -m fairseq_eb.prep.ddtp; targets 30-160 words, ~97 SentencePiece pieces on average,
-# 10x the synopses), tested in domain and on LibreOffice help pages (the `ood` subset). A 3+3-layer d=256 model from
-# scratch, every method and seed exactly LONG_UPDATES updates (no early stopping), the checkpoint selected by the
-# valid BLEU of beam-1 decoding among validations every 300 updates, plus the average of the last 3 checkpoints.
-# Sized for one CPU core per run (~1 h); decoding lengths follow the source (1.5 x source + 10 pieces).
+# package descriptions (python -m fairseq_eb.prep.ddtp; targets 30-160 words, 10x the synopses), tested in domain
+# and on LibreOffice help pages (the `ood` subset). A 3+3-layer d=256 model from scratch, every method and seed
+# exactly LONG_UPDATES updates (no early stopping), the checkpoint selected by the valid BLEU of beam-1 decoding
+# among validations every 300 updates, plus the average of the last 3 checkpoints. Sized for one CPU core per run;
+# decoding lengths follow the source (1.5 x source + 10 pieces).
 LONG_UPDATES = 1800
 LONG_STAGE_UPDATES = 300
 _LONG_MAX_LEN = ("--max-len-a", "1.5", "--max-len-b", "10")
@@ -348,18 +328,12 @@ _register(RecipeConfig(
                      + _select_by_generation(10, max_len_a=1.5) + [
         "--max-tokens", "4096", "--dropout", "0.1", "--label-smoothing", "0.1", "--log-interval", "100",
     ]),
-    # the article's setting, from the first update (the sweep varies p_t, the pool and a warm-up)
-    rr_args=("--replace-sample-prob", "0.5", "--replace-token-prob", "0.3"),
-    ss_args=_ss(LONG_UPDATES),
-    # the first-order penalty: the exact one's double backward costs ~2.5x an update on CPU (bench/RESULTS.md)
-    gp_args=("--gp-epsilon", "1.0", "--gp-method", "fgm"),
+    # RR: the article's setting, from the first update (the sweep varies p_t, the pool and a warm-up). GP: the
+    # first-order penalty, as the exact one's double backward is the regime's largest cost on CPU.
+    tuning={"guesses": _ss_ramp(LONG_UPDATES), "penalty": ("--gp-method", "fgm"),
+            **_stages(LONG_STAGE_UPDATES, "bleu", ("--seq-max-len-a", "1.5", "--seq-max-len-b", "10"))},
     generate_args=("--batch-size", "64", *_LONG_MAX_LEN),
     average_last=3,
-    stage_args=_stage(LONG_STAGE_UPDATES, 50, 1e-4),
-    mrt_args=("--seq-beam", "4", *("--seq-max-len-a", "1.5", "--seq-max-len-b", "10"), "--seq-metric", "bleu",
-              "--seq-combined-loss-alpha", "0.5", "--seq-risk-scale", "1.0"),
-    rank_args=("--seq-beam", "4", *("--seq-max-len-a", "1.5", "--seq-max-len-b", "10"), "--seq-metric", "bleu",
-               "--seq-combined-loss-alpha", "0.5", "--seq-rank-margin", "0.001", "--seq-length-penalty", "1.0"),
     # the teacher-forced valid-loss selection is left out: decoding 5 beams x 2 test sets per selection is the
     # regime's largest cost after training
     selections=("bleu", "avg"),

@@ -5,17 +5,20 @@ out-of-range option (``--train-args '--replace-token-prob 2'``, a chosen variant
 ``StepFailed`` pointing at a training log, after the floor and the run directories had been written. Each
 function here raises :class:`ValueError` with one line naming the option or file and what is valid; the
 table and the sweep print it and exit 2. Options are parsed with fairseq's own training parser and checked by
-the plugin's validators (:mod:`fairseq_eb.cli_validation`), so the rules stay in one place; nothing trains.
+the plugin's validators (:func:`fairseq_eb.cli_validation.option_errors`), whose structured errors say which
+option to blame; the rules stay in one place, and nothing trains.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
 import re
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from fairseq_eb.option_errors import OptionError
 from fairseq_eb.recipe.methods import METHODS
 
 CHOSEN_LAYOUT = '{"chosen": {METHOD: {"variant": NAME, "args": [OPTION, ...]}}}'
@@ -54,43 +57,60 @@ def load_chosen_checked(path: Path) -> Dict[str, Dict[str, object]]:
     return chosen
 
 
-def _error_line(captured: str) -> str:
-    """The message of an argparse / plugin error printed as ``usage: ...`` then ``prog: error: MESSAGE``."""
-    lines = [line for line in captured.strip().splitlines() if line.strip()]
-    last = lines[-1] if lines else "fairseq's parser refused the options"
-    return last.split(" error: ", 1)[1] if " error: " in last else last
+class _ParserRefused(Exception):
+    """argparse's own refusal of a command line (``parser.error``), raised instead of printing and exiting."""
 
 
-def train_options_error(options: Sequence[str]) -> Optional[str]:
-    """Why fairseq-train (with the plugin loaded) would refuse ``options`` at once, or ``None``.
+def _refuse(message: str) -> None:
+    raise _ParserRefused(message)
 
-    fairseq's training parser adds the chosen task's, model's and criterion's options and the plugin's
-    validators run on the result (out-of-range values, options that need an encoder-decoder model); the data
-    directory is a placeholder, as nothing is loaded.
+
+def train_options_errors(options: Sequence[str]) -> List[OptionError]:
+    """Why fairseq-train (with the plugin loaded) would refuse ``options`` at once: empty when it would not.
+
+    fairseq's training parser adds the chosen task's, model's and criterion's options; argparse's refusals
+    (unknown option, malformed value) and the plugin's validators (:func:`fairseq_eb.cli_validation.option_errors`:
+    out-of-range values, options that need an encoder-decoder model) come back as
+    :class:`~fairseq_eb.option_errors.OptionError` records, not as text. The data directory is a placeholder, as
+    nothing is loaded.
     """
     import fairseq_eb
 
-    fairseq_eb.register()  # our task, criterion and the validating parser
+    fairseq_eb.register()  # our task and criteria
     from fairseq import options as fairseq_options
 
+    from fairseq_eb.cli_validation import option_errors
+
     parser = fairseq_options.get_training_parser()
-    captured = io.StringIO()
+    parser.exit_on_error = False  # a malformed value raises argparse.ArgumentError, naming its option
+    parser.error = _refuse  # what argparse reports otherwise (unrecognised arguments)
+    # fairseq's parser itself: the plugin's command-line hook, if installed, would print and exit
+    parse = getattr(fairseq_options.parse_args_and_arch, "__wrapped__", fairseq_options.parse_args_and_arch)
     try:
-        with contextlib.redirect_stderr(captured), contextlib.redirect_stdout(io.StringIO()):
-            fairseq_options.parse_args_and_arch(parser, ["/nonexistent-data-dir", *options])
-    except SystemExit as e:
-        if e.code not in (0, None):
-            return _error_line(captured.getvalue())
-    return None
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            args = parse(parser, ["/nonexistent-data-dir", *options])
+    except argparse.ArgumentError as e:
+        return [OptionError(e.argument_name or "", None, e.message, str(e))]
+    except _ParserRefused as e:
+        return [OptionError("", None, "", str(e))]
+    return option_errors(args)
+
+
+def train_options_error(options: Sequence[str]) -> Optional[str]:
+    """The message of the first of :func:`train_options_errors`, or ``None``."""
+    errors = train_options_errors(options)
+    return str(errors[0]) if errors else None
 
 
 _FLAG = re.compile(r"--[a-z0-9][a-z0-9-]*")
 
 
-def blame(message: str, sources: Sequence[Tuple[str, Sequence[str]]]) -> str:
-    """The source (``--train-args``, ``--chosen FILE (method)``, the configuration) whose options hold the flag
-    the message names; the last source that holds it wins, as the last occurrence of an option does in argparse."""
-    flags = _FLAG.findall(message)
+def blame(error: Union[str, OptionError], sources: Sequence[Tuple[str, Sequence[str]]]) -> str:
+    """The source (``--train-args``, ``--chosen FILE (method)``, the configuration) whose options hold the refused
+    option; the last source that holds it wins, as the last occurrence of an option does in argparse. An
+    :class:`OptionError` names its option; for a bare message, the flags it mentions count."""
+    option = error.option if isinstance(error, OptionError) else ""
+    flags = [f for f in option.split("/") if f.startswith("--")] or _FLAG.findall(str(error))
     for label, options in reversed(sources):
         if any(flag in options for flag in flags):
             return label
@@ -112,8 +132,8 @@ def check_run_options(specs: Iterable[object], train_args: str = "", chosen_path
         if options in seen:
             continue
         seen.add(options)
-        error = train_options_error(options)
-        if error is None:
+        errors = train_options_errors(options)
+        if not errors:
             continue
         method = spec.method
         sources: List[Tuple[str, Sequence[str]]] = [
@@ -122,7 +142,7 @@ def check_run_options(specs: Iterable[object], train_args: str = "", chosen_path
              else f"the sweep's variant {spec.run_dir.parent.name} ({method})", tuple(spec.variant_args)),
             (f"--train-args {train_args!r}", tuple(getattr(spec, "extra_train_args", ()))),
         ]
-        raise ValueError(f"{blame(error, sources)}: {error}")
+        raise ValueError(f"{blame(errors[0], sources)}: {errors[0]}")
 
 
 def check_floor_cache(out: Path, data: Path) -> None:

@@ -18,10 +18,9 @@ from fairseq_eb.recipe import aggregate
 from fairseq_eb.recipe.configs import get_config
 from fairseq_eb.recipe.input_checks import check_run_options
 from fairseq_eb.recipe.logged_command import echo
-from fairseq_eb.recipe.methods import METHODS
+from fairseq_eb.recipe.methods import DEFAULT_VARIANT, METHODS, REGISTRY
 from fairseq_eb.recipe.run_steps import SettingsMismatch, check_settings
 from fairseq_eb.recipe.table import (
-    DEFAULT_VARIANT,
     build_parser,
     init_fields,
     make_specs,
@@ -32,53 +31,10 @@ from fairseq_eb.recipe.table import (
 )
 
 # method -> variant name -> fairseq options appended after the configuration's (the last occurrence wins);
-# HALF / QUARTER stand for that fraction of the configuration's --max-update
-GRIDS: Dict[str, Dict[str, List[str]]] = {
-    "baseline": {DEFAULT_VARIANT: []},
-    "rr": {
-        f"{pool}-pt{pt}{'-warm' if warm else ''}": [
-            "--replace-pool", pool, "--replace-sample-prob", "0.5", "--replace-token-prob", str(pt),
-            *(["--replace-warmup-updates", "HALF"] if warm else ["--replace-warmup-updates", "0"])]
-        for pool in ("target", "vocab", "source_target") for pt in (0.1, 0.2, 0.3) for warm in (False, True)
-    },
-    "gp": {
-        **{f"eps{eps}": ["--gp-method", "exact", "--gp-epsilon", str(eps)] for eps in (0.1, 0.3, 1.0)},
-        "fgm-eps1.0": ["--gp-method", "fgm", "--gp-epsilon", "1.0"],
-    },
-    # the model's own guesses; p_s rises to 0.5 along an inverse sigmoid. Runs that stop early on the valid
-    # metric never reach the end of a ramp as long as the whole budget, hence the shorter ramps.
-    "ss": {
-        **{f"pt{pt}-ramp-{ramp.lower()}": [
-            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", str(pt),
-            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", ramp]
-           for pt in (0.1, 0.3) for ramp in ("QUARTER", "HALF")},
-        # the variants of docs/method.md §2.5: confidence-aware (Liu et al. 2021a: guesses only where confident, a
-        # random token where very confident), position-dependent rates (Liu et al. 2021b), the imitation KL
-        **{f"conf{c}-rand{r}": [
-            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", "1",
-            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", "HALF",
-            "--replace-confidence-threshold", str(c), "--replace-random-above", str(r)]
-           for c, r in ((0.9, 0.95), (0.7, 0.9), (0.9, 0))},
-        **{f"pos-{shape}": [
-            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", "0.5",
-            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", "HALF",
-            "--replace-position-schedule", shape]
-           for shape in ("exponential", "sigmoid")},
-        **{f"pt0.3-imit{w}": [
-            "--replace-pool", "model", "--replace-sample-prob", "0.5", "--replace-token-prob", "0.3",
-            "--replace-schedule", "inverse_sigmoid", "--replace-schedule-updates", "HALF",
-            "--replace-imitation-weight", str(w)]
-           for w in (0.5, 1.0)},
-    },
-    # the configuration's eps, applied on every k-th update with weight k*eps
-    "gp_lazy": {f"every{k}": ["--gp-interval", str(k)] for k in (2, 4, 8)},
-    # sequence-level stages (docs/method.md §8): candidates per source, the sequence loss's weight A, and the
-    # sharpness (risk) or the margin (ranking); Edunov et al. 2018 used A 0.4-0.5, BRIO weighted ranking ~100x MLE
-    "mrt": {f"k{k}-a{a}-s{sc}": ["--seq-beam", str(k), "--seq-combined-loss-alpha", str(a), "--seq-risk-scale", str(sc)]
-            for k in (4, 8) for a in (0.5, 0.9) for sc in (1.0, 5.0)},
-    "rank": {f"k{k}-a{a}-m{m}": ["--seq-beam", str(k), "--seq-combined-loss-alpha", str(a), "--seq-rank-margin", str(m)]
-             for k in (4, 8) for a in (0.5, 0.9) for m in (0.001, 0.01)},
-}
+# HALF / QUARTER stand for that fraction of the configuration's --max-update. The grids are the methods' own
+# (fairseq_eb.recipe.methods.REGISTRY); a method without one runs its configuration settings only.
+GRIDS: Dict[str, Dict[str, List[str]]] = {name: {v: list(a) for v, a in m.grid.items()}
+                                          for name, m in REGISTRY.items() if m.grid is not None}
 
 _FRACTIONS = {"HALF": 2, "QUARTER": 4}
 
@@ -153,21 +109,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.set_defaults(seeds=[1])
     args = parser.parse_args(argv)
     try:
-        validate(args)
-        if args.chosen is not None:
+        exp = validate(args)
+        if exp.chosen is not None:
             raise ValueError("--chosen belongs to the table recipe, not to the sweep")
         unknown = [v for v in args.variants or [] if v != DEFAULT_VARIANT and not any(v in g for g in GRIDS.values())]
         if unknown:
             raise ValueError(f"--variants: unknown {unknown}")
-        cfg = get_config(args.config)
-        variants = {m: grid(m, _max_update(cfg.train_args), args.variants) for m in args.methods}
+        variants = {m: grid(m, _max_update(exp.cfg.train_args), args.variants) for m in exp.methods}
         empty = [m for m, v in variants.items() if not v]
         if empty:
             raise ValueError(f"--variants selects no variant of {empty}")
-        pre = pretrain_spec(args)
-        specs = make_specs(args, variants, subset="valid", selections=("bleu",), init=init_fields(pre),
+        pre = pretrain_spec(exp)
+        specs = make_specs(exp, variants, subset="valid", selections=("bleu",), init=init_fields(pre),
                            diagnose=False)
-        check_run_options(specs, args.train_args)  # before any settings.json is written
+        check_run_options(specs, exp.train_args)  # before any settings.json is written
         for sp in [pre, *specs] if pre else specs:
             check_settings(sp)
     except (ValueError, FileNotFoundError, SettingsMismatch) as exc:
@@ -177,24 +132,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if pre:
         train(pre)
     echo(f"[sweep] {len(specs)} runs on valid ({', '.join(f'{m}: {len(v)}' for m, v in variants.items())} variants "
-         f"× seeds {args.seeds}), config {args.config}")
-    results = run_all(specs, args.jobs)
-    metric = selection_metric(args.config)
+         f"× seeds {exp.seeds}), config {exp.config}")
+    results = run_all(specs, exp.jobs)
+    metric = selection_metric(exp.config)
     title = {"rouge-l": "ROUGE-L", "bleu-cased": "BLEU"}[metric]
-    chosen = choose(results, args.beams, metric)
-    text = (f"# Sweep on the validation split (config `{args.config}`, seeds {', '.join(map(str, args.seeds))}, "
+    chosen = choose(results, exp.beams, metric)
+    text = (f"# Sweep on the validation split (config `{exp.config}`, seeds {', '.join(map(str, exp.seeds))}, "
             f"main checkpoint selection, {title} × 100)\n\n"
-            + sweep_table(results, args.methods, args.beams, chosen, metric)
-            + f"\n\nChosen per method: highest mean valid {title} over beams {args.beams} and seeds. "
+            + sweep_table(results, exp.methods, exp.beams, chosen, metric)
+            + f"\n\nChosen per method: highest mean valid {title} over beams {exp.beams} and seeds. "
             f"Wall time this invocation: {(time.time() - start) / 60:.1f} min.\n")
-    out = args.out / "sweep"
+    out = exp.out / "sweep"
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.md").write_text(text)
-    (out / "chosen.json").write_text(json.dumps({"config": args.config, "seeds": args.seeds, "beams": args.beams,
+    (out / "chosen.json").write_text(json.dumps({"config": exp.config, "seeds": exp.seeds, "beams": exp.beams,
                                                  "chosen": chosen}, indent=1) + "\n")
     echo("\n" + text)
     echo(f"[sweep] wrote {out / 'sweep.md'} and {out / 'chosen.json'}; next: python -m fairseq_eb.recipe.table "
-         f"--out {args.out} --chosen {out / 'chosen.json'} ...")
+         f"--out {exp.out} --chosen {out / 'chosen.json'} ...")
     return 0
 
 

@@ -5,14 +5,18 @@ base task's config, the argparse ones (``translation_multi_simple_epoch_with_rep
 ``translation_from_pretrained_bart_with_replacement``) add its fields to their parser; one definition of
 every option, its help and its checks (docs/method.md §2, docs/schedules.md).
 """
+import contextlib
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, List
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from omegaconf import II
 
+from fairseq_eb.choices import one_of
 from fairseq_eb.corruption import POOLS, RANDOM_POOLS
+from fairseq_eb.option_errors import OptionError, first_error, raise_first
 from fairseq_eb.schedules import (
     POSITION_SCHEDULES,
     SCHEDULES,
@@ -113,47 +117,80 @@ class ReplacementConfig(FairseqDataclass):
     )
 
 
+def complete_replacement_config(cfg: Any) -> Any:
+    """``cfg`` with every replacement field it lacks set, in place, to the dataclass default; returns ``cfg``.
+
+    Why: the argparse tasks' options come back from a checkpoint as they were saved, so a checkpoint older than an
+    option lacks it (the dataclass task gets fairseq's merge with its dataclass instead). The defaults stay the
+    dataclass's.
+    """
+    defaults = ReplacementConfig()
+    missing = [f.name for f in dataclasses.fields(ReplacementConfig) if f.name != "seed" and not hasattr(cfg, f.name)]
+    if missing:
+        from omegaconf import DictConfig, open_dict
+
+        with open_dict(cfg) if isinstance(cfg, DictConfig) else contextlib.nullcontext():
+            for name in missing:
+                setattr(cfg, name, getattr(defaults, name))
+    return cfg
+
+
+def replacement_errors(cfg: Any) -> List[OptionError]:
+    """The replacement options' refusal (the first found), naming the option, its value and the valid range.
+
+    ``cfg``: anything with the :class:`ReplacementConfig` fields (the task's config, a parsed fairseq namespace).
+    """
+    return first_error(lambda: _check(cfg))
+
+
 def validate_replacement_config(cfg: Any) -> None:
-    """Reject out-of-range options at setup time, naming the option and its valid range."""
+    """Raise the first of :func:`replacement_errors` (an :class:`OptionError`, i.e. a ``ValueError``)."""
+    raise_first(replacement_errors(cfg))
+
+
+def _probability(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0
+
+
+def _finite_non_negative(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+
+
+def _check(cfg: Any) -> None:
     for name, flag in (("replace_sample_prob", "--replace-sample-prob"),
                        ("replace_token_prob", "--replace-token-prob")):
         value = getattr(cfg, name)
         if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-            raise ValueError(f"{flag} must be a probability in [0, 1], got {value!r}")
+            raise OptionError(flag, value, "a probability in [0, 1]")
     pool = str(cfg.replace_pool)
     if pool not in POOLS:
-        raise ValueError(f"--replace-pool must be one of {{{', '.join(POOLS)}}}, got {pool!r}")
-    temperature = getattr(cfg, "replace_model_temperature", 0.0)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        math.isfinite(temperature) and temperature >= 0
-    ):
-        raise ValueError(f"--replace-model-temperature must be a finite number >= 0, got {temperature!r}")
+        raise OptionError("--replace-pool", pool, f"one of {one_of(POOLS)}")
+    if not _finite_non_negative(cfg.replace_model_temperature):
+        raise OptionError("--replace-model-temperature", cfg.replace_model_temperature, "a finite number >= 0")
     warm = cfg.replace_warmup_updates
     if not isinstance(warm, int) or isinstance(warm, bool) or warm < 0:
-        raise ValueError(f"--replace-warmup-updates must be an integer >= 0, got {warm!r}")
-    schedule = str(getattr(cfg, "replace_schedule", "constant"))
-    updates = getattr(cfg, "replace_schedule_updates", 0)
-    validate_schedule(schedule, updates, getattr(cfg, "replace_schedule_shape", 0.0), option="--replace-schedule")
-    validate_position_schedule(getattr(cfg, "replace_position_schedule", "none"),
-                               getattr(cfg, "replace_position_constant", 0.0), option="--replace-position-schedule")
-    threshold, above = (getattr(cfg, name, 0.0) for name in ("replace_confidence_threshold", "replace_random_above"))
+        raise OptionError("--replace-warmup-updates", warm, "an integer >= 0")
+    schedule = str(cfg.replace_schedule)
+    validate_schedule(schedule, cfg.replace_schedule_updates, cfg.replace_schedule_shape, option="--replace-schedule")
+    validate_position_schedule(cfg.replace_position_schedule, cfg.replace_position_constant,
+                               option="--replace-position-schedule")
+    threshold, above = cfg.replace_confidence_threshold, cfg.replace_random_above
     for value, flag in ((threshold, "--replace-confidence-threshold"), (above, "--replace-random-above")):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-            raise ValueError(f"{flag} must be a probability in [0, 1] (0 = off), got {value!r}")
+        if not _probability(value):
+            raise OptionError(flag, value, "a probability in [0, 1] (0 = off)")
     if 0 < above < threshold:
-        raise ValueError(f"--replace-random-above {above} must be >= --replace-confidence-threshold {threshold} "
-                         "(random where the model is very confident, its guess where it is confident)")
-    random_pool = str(getattr(cfg, "replace_random_pool", "target"))
+        raise OptionError("--replace-random-above", above, f">= --replace-confidence-threshold {threshold}",
+                          f"--replace-random-above {above} must be >= --replace-confidence-threshold {threshold} "
+                          "(random where the model is very confident, its guess where it is confident)")
+    random_pool = str(cfg.replace_random_pool)
     if random_pool not in RANDOM_POOLS:
-        raise ValueError(f"--replace-random-pool must be one of {{{', '.join(RANDOM_POOLS)}}}, got {random_pool!r}")
-    weight = getattr(cfg, "replace_imitation_weight", 0.0)
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"--replace-imitation-weight must be a finite number >= 0, got {weight!r}")
+        raise OptionError("--replace-random-pool", random_pool, f"one of {one_of(RANDOM_POOLS)}")
+    if not _finite_non_negative(cfg.replace_imitation_weight):
+        raise OptionError("--replace-imitation-weight", cfg.replace_imitation_weight, "a finite number >= 0")
     if warm > 0 and schedule != "constant":
-        raise ValueError(
-            f"--replace-warmup-updates is the linear schedule; use it or --replace-schedule {schedule} "
-            f"--replace-schedule-updates N, not both"
-        )
+        raise OptionError("--replace-warmup-updates", warm, "0 with a --replace-schedule",
+                          f"--replace-warmup-updates is the linear schedule; use it or --replace-schedule {schedule} "
+                          f"--replace-schedule-updates N, not both")
 
 
 def scheduled_sample_prob(cfg: Any, update_num: int) -> float:

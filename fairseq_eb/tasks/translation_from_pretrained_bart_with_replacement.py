@@ -13,7 +13,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation_from_pretrained_bart import TranslationFromPretrainedBARTTask
 
 from fairseq_eb.tasks.protected_symbols import protected_ids
-from fairseq_eb.tasks.replacement_config import ReplacementConfig, validate_replacement_config
+from fairseq_eb.tasks.replacement_config import ReplacementConfig
 from fairseq_eb.tasks.translation_with_replacement import ReplacementTaskMixin
 
 
@@ -27,7 +27,7 @@ class TranslationFromPretrainedBARTWithReplacementTask(ReplacementTaskMixin, Tra
         gen_parser_from_dataclass(parser, ReplacementConfig())
 
     def __init__(self, args: Namespace, src_dict, tgt_dict):
-        validate_replacement_config(args)
+        self.check_replacement_options(args)
         # the base task reads self.args in load_dataset but, a TranslationTask, never sets it (fairseq 0.12)
         self.args = args
         super().__init__(args, src_dict, tgt_dict)

@@ -16,7 +16,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.translation_multi_simple_epoch import TranslationMultiSimpleEpochTask
 
 from fairseq_eb.tasks.protected_symbols import protected_ids
-from fairseq_eb.tasks.replacement_config import ReplacementConfig, validate_replacement_config
+from fairseq_eb.tasks.replacement_config import ReplacementConfig
 from fairseq_eb.tasks.translation_with_replacement import ReplacementTaskMixin
 
 
@@ -38,6 +38,6 @@ class TranslationMultiSimpleEpochWithReplacementTask(ReplacementTaskMixin, Trans
         gen_parser_from_dataclass(parser, ReplacementConfig())
 
     def __init__(self, args: Namespace, langs: List[str], dicts, training: bool):
-        validate_replacement_config(args)
+        self.check_replacement_options(args)
         super().__init__(args, langs, dicts, training)
         self.setup_replacement(args, protected_ids(self.target_dictionary, language_tags(args, langs)))

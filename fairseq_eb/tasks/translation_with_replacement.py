@@ -23,9 +23,9 @@ from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 
-from fairseq_eb.cli_validation import exit_under_hydra
 from fairseq_eb.corruption import changed_positions, corrupt_decoder_input, replacement_seed
 from fairseq_eb.model_guesses import guess_pass, imitation_kl, imitation_positions
+from fairseq_eb.option_errors import check_at_setup
 from fairseq_eb.tasks.protected_symbols import remember_file_symbols
 from fairseq_eb.tasks.replacement_config import (  # noqa: F401  (re-exported: the options' historical home)
     REPLACE_POOL_CHOICES,
@@ -33,6 +33,8 @@ from fairseq_eb.tasks.replacement_config import (  # noqa: F401  (re-exported: t
     REPLACE_RANDOM_POOL_CHOICES,
     REPLACE_SCHEDULE_CHOICES,
     ReplacementConfig,
+    complete_replacement_config,
+    replacement_errors,
     scheduled_sample_prob,
     validate_replacement_config,
 )
@@ -141,14 +143,20 @@ class ReplacementTaskMixin:
     """The decoder-input replacement for any fairseq seq2seq task: put it before the base task class.
 
     One implementation for every ``*_with_replacement`` task: the concrete task calls
-    :meth:`setup_replacement` at the end of its ``__init__`` (once the base task has finished its dictionary),
-    and the base task's dataset, validation and generation stay its own. ``protected`` (1-D ids, or None for
+    :meth:`check_replacement_options` first in its ``__init__`` (every way of building it is checked, once) and
+    :meth:`setup_replacement` at its end (once the base task has finished its dictionary), and the base task's
+    dataset, validation and generation stay its own. ``protected`` (1-D ids, or None for
     the plain translation task, whose draws stay exactly as they were) lists the symbols never replaced nor
     drawn (:mod:`fairseq_eb.tasks.protected_symbols`).
     """
 
     replacement_cfg: Any
     protected: Optional[torch.Tensor]
+
+    @staticmethod
+    def check_replacement_options(cfg: Any) -> None:
+        """The setup-time check of the options (fairseq-hydra-train: one line, exit 2; else an OptionError)."""
+        check_at_setup(replacement_errors(complete_replacement_config(cfg)), "task")
 
     def setup_replacement(self, cfg: Any, protected: Optional[torch.Tensor] = None) -> None:
         """Check the options against the final target dictionary and start the micro-batch counter."""
@@ -158,15 +166,6 @@ class ReplacementTaskMixin:
         if str(cfg.replace_pool) in ("vocab", "model") and self.vocab_range[1] <= self.vocab_range[0]:
             raise ValueError(f"--replace-pool {cfg.replace_pool} needs a target dictionary with ordinary symbols")
         self.micro_batches = MicroBatchCounter()
-
-    @classmethod
-    def setup_task(cls, cfg, **kwargs):
-        try:
-            validate_replacement_config(cfg)  # fail before dictionaries/data are touched
-        except ValueError as e:
-            exit_under_hydra(e, "task")  # fairseq-hydra-train: one line, exit 2
-            raise
-        return super().setup_task(cfg, **kwargs)
 
     @classmethod
     def load_dictionary(cls, filename):
@@ -193,8 +192,8 @@ class ReplacementTaskMixin:
         cfg = self.replacement_cfg
         pool = str(cfg.replace_pool)
         guesses, passes = None, []
-        threshold = getattr(cfg, "replace_confidence_threshold", 0.0)
-        above = getattr(cfg, "replace_random_above", 0.0)
+        threshold = cfg.replace_confidence_threshold
+        above = cfg.replace_random_above
         need_confidence = threshold > 0 or above > 0
         keep_logits = self.imitation_weight > 0
         if pool == "model":
@@ -219,11 +218,11 @@ class ReplacementTaskMixin:
             vocab_range=self.vocab_range,
             generator=generator,
             model_guesses=guesses,
-            position_schedule=str(getattr(cfg, "replace_position_schedule", "none")),
-            position_constant=getattr(cfg, "replace_position_constant", 0.0),
+            position_schedule=str(cfg.replace_position_schedule),
+            position_constant=cfg.replace_position_constant,
             confidence_threshold=threshold if pool == "model" else 0.0,
             random_above=above if pool == "model" else 0.0,
-            random_pool=str(getattr(cfg, "replace_random_pool", "target")),
+            random_pool=str(cfg.replace_random_pool),
             protected=self.protected,
         )
         new_sample = dict(sample)
@@ -240,7 +239,7 @@ class ReplacementTaskMixin:
         """The KL term's weight (``--replace-imitation-weight``; 0 unless the pool is ``model``)."""
         if str(self.replacement_cfg.replace_pool) != "model":
             return 0.0
-        return float(getattr(self.replacement_cfg, "replace_imitation_weight", 0.0))
+        return float(self.replacement_cfg.replace_imitation_weight)
 
     def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
         # same autocast decision as fairseq's FairseqTask.train_step, for the model pool's guess pass
@@ -284,6 +283,6 @@ class TranslationWithReplacementTask(ReplacementTaskMixin, TranslationTask):
     cfg: TranslationWithReplacementConfig
 
     def __init__(self, cfg: TranslationWithReplacementConfig, src_dict, tgt_dict):
-        validate_replacement_config(cfg)
+        self.check_replacement_options(cfg)
         super().__init__(cfg, src_dict, tgt_dict)
         self.setup_replacement(cfg)  # no protected ids: the draws of the original task, unchanged
