@@ -9,11 +9,12 @@ Trainings are shared: the table reuses a sweep run of the chosen variant for the
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_eb import atomic
+from fairseq_eb.atomic import DiskWriteError
 from fairseq_eb.recipe import aggregate
 from fairseq_eb.recipe.configs import get_config
 from fairseq_eb.recipe.input_checks import check_run_options
@@ -30,6 +31,7 @@ from fairseq_eb.recipe.table import (
     train,
     validate,
 )
+from fairseq_eb.runlock import RunLock, RunLocked
 
 # method -> variant name -> fairseq options appended after the configuration's (the last occurrence wins);
 # HALF / QUARTER stand for that fraction of the configuration's --max-update
@@ -168,11 +170,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         specs = make_specs(args, variants, subset="valid", selections=("bleu",), init=init_fields(pre),
                            diagnose=False)
         check_run_options(specs, args.train_args)  # before any settings.json is written
-        for sp in [pre, *specs] if pre else specs:
-            check_settings(sp)
     except (ValueError, FileNotFoundError, SettingsMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        with RunLock(args.out, "--out", say=lambda m: echo(m, sys.stderr)):
+            return _locked_sweep(args, pre, specs, variants)
+    except (ValueError, SettingsMismatch, RunLocked, DiskWriteError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _locked_sweep(args, pre, specs, variants) -> int:
+    for sp in [pre, *specs] if pre else specs:
+        check_settings(sp)
     start = time.time()
     if pre:
         train(pre)
@@ -189,9 +200,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"Wall time this invocation: {(time.time() - start) / 60:.1f} min.\n")
     out = args.out / "sweep"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.md").write_text(text)
-    (out / "chosen.json").write_text(json.dumps({"config": args.config, "seeds": args.seeds, "beams": args.beams,
-                                                 "chosen": chosen}, indent=1) + "\n")
+    atomic.write_text(out / "sweep.md", text)
+    atomic.write_json(out / "chosen.json", {"config": args.config, "seeds": args.seeds, "beams": args.beams,
+                                            "chosen": chosen})
     echo("\n" + text)
     echo(f"[sweep] wrote {out / 'sweep.md'} and {out / 'chosen.json'}; next: python -m fairseq_eb.recipe.table "
          f"--out {args.out} --chosen {out / 'chosen.json'} ...")

@@ -14,17 +14,22 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fairseq_eb import atomic
 from fairseq_eb.choices import check_choice
 from fairseq_eb.recipe import aggregate, curves, floor, init_from, translation_report
+from fairseq_eb.recipe import progress as progress_mod
+from fairseq_eb.recipe.checkpoints import DamagedCheckpoint
 from fairseq_eb.recipe.configs import CONFIGS, get_config
+from fairseq_eb.recipe.data_files import DamagedData, check_binarized
 from fairseq_eb.recipe.input_checks import check_floor_cache, check_run_options, load_chosen_checked
-from fairseq_eb.recipe.logged_command import echo
+from fairseq_eb.recipe.logged_command import Stopped, echo, resume_children, stop_children
 from fairseq_eb.recipe.methods import METHODS, STAGE_METHODS, check_methods, check_stage_methods, reference_of
 from fairseq_eb.recipe.pretrain import PretrainSpec, check_pretrain_data
 from fairseq_eb.recipe.run_steps import (
@@ -36,7 +41,8 @@ from fairseq_eb.recipe.run_steps import (
     generated_path,
     train,
 )
-from fairseq_eb.recipe.selection import SELECTIONS, Validation
+from fairseq_eb.recipe.selection import SELECTIONS, NonFiniteValidation, Validation
+from fairseq_eb.runlock import RunLock, RunLocked
 from fairseq_eb.scoring import intervals
 from fairseq_eb.scoring.metrics import METRIC_TITLES
 
@@ -106,6 +112,7 @@ def validate(args: argparse.Namespace) -> None:
             raise FileNotFoundError(
                 f"--data {args.data}: missing bin/{needed}; prepare the data first "
                 "(python -m fairseq_eb.prep.binarize --data DIR ...)")
+    check_binarized(args.data / "bin")  # a truncated .bin/.idx: one line now, not a crash inside a training
     args.beams = sorted(set(args.beams))
     args.seeds = list(dict.fromkeys(args.seeds))
     # read once here: every run's model options and --finetune-from-model come from it (make_specs)
@@ -144,7 +151,7 @@ def compute_floor(args: argparse.Namespace) -> Optional[Dict[str, object]]:
 
         result["copy_source"] = translation_scores(floor.read_lines(raw / f"{test}.src"),
                                                    floor.read_lines(raw / f"{test}.tgt"))
-    cache.write_text(json.dumps(result, indent=1) + "\n")
+    atomic.write_json(cache, result)
     echo(f"[floor] first {k} source {'words' if args.tokenize == 'word' else 'characters'} "
          f"(K chosen on valid): test ROUGE-L {scores['rouge-l']:.2f}")
     return result
@@ -255,15 +262,23 @@ def run_all(specs: Sequence[RunSpec], jobs: int) -> Dict[RunSpec, Dict[str, obje
                   [sp for sp in specs if sp.method in STAGE_METHODS]):
         if errors:
             break
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
             futures = {pool.submit(execute, sp): sp for sp in phase}
             for fut in as_completed(futures):
                 sp = futures[fut]
                 try:
                     results[sp] = fut.result()
+                except Stopped:
+                    pass
                 except Exception as exc:  # keep the other runs going; report all at the end
                     errors.append(exc)
                     echo(f"[{sp.tag}] FAILED: {exc}", sys.stderr)
+        except BaseException:  # a signal: stop the children first, or the workers never finish
+            stop_children()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     if errors:
         raise errors[0]
     return results
@@ -526,10 +541,10 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
     md.append("Validation curves of every run (early stopping or budget end): `curves.md`.")
     text = "\n".join(md) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "table.md").write_text(text)
+    atomic.write_text(args.out / "table.md", text)
     warnings = selection_warnings(results)
-    (args.out / "curves.md").write_text(validation_curves(args, results)
-                                        + "".join(f"\nWarning: {w}\n" for w in warnings))
+    atomic.write_text(args.out / "curves.md", validation_curves(args, results)
+                      + "".join(f"\nWarning: {w}\n" for w in warnings))
     for w in warnings:
         echo(f"[recipe] warning: {w}", sys.stderr)
     plot_summary(summary, args.methods, labels, args.beams, args.out / "plot.png",
@@ -552,11 +567,37 @@ def write_outputs(args, results, floor_result, wall_s: float, ident: Dict[str, o
                  "train_command": " ".join(map(shlex.quote, sp.train_command()))}
                  for sp, res in sorted(results.items(), key=lambda kv: (kv[0].method, kv[0].seed))},
     }
-    (args.out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
+    atomic.write_json(args.out / "results.json", payload)  # last: the whole table is done
     return text
 
 
+def step_totals(specs: Sequence[RunSpec], pre: Optional[object]) -> Dict[str, int]:
+    """How many trainings, decodings and scorings the recipe makes (progress.Progress)."""
+    decodings = sum(len(sp.beams) * len([s for s in sp.selections if s != "avg" or sp.cfg.average_last])
+                    for sp in specs)
+    return {"trainings": len(specs) + (1 if pre else 0), "decodings": decodings, "scorings": decodings}
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM reached the recipe."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def resume_command(argv: Optional[Sequence[str]]) -> str:
+    """The command line that continues this recipe."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), "-m", "fairseq_eb.recipe.table", *given])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the recipe under ``--out``'s run lock; SIGINT/SIGTERM stop every child and exit 130/143."""
     args = build_parser().parse_args(argv)
     try:
         validate(args)
@@ -567,6 +608,47 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, SettingsMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    lock = RunLock(args.out, "--out", say=lambda m: echo(m, sys.stderr))
+    handlers = {}
+    try:
+        lock.acquire()
+        if threading_main():
+            handlers = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+        resume_children()
+        return _locked_main(args, chosen, ident)
+    except Interrupted as exc:
+        stop_children()
+        done = progress_mod.current()
+        echo(f"[recipe] interrupted by {exc}: {done.summary() if done else 'nothing finished yet'}; every finished "
+             f"step is kept, resume with: {resume_command(argv)}", sys.stderr)
+        return 128 + exc.signum
+    except (RunLocked, DamagedCheckpoint, DamagedData, NonFiniteValidation, atomic.DiskWriteError) as exc:
+        stop_children()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, RunLocked) else 1
+    except OSError as exc:
+        if exc.errno not in atomic.DISK_ERRNOS:
+            raise
+        stop_children()
+        print(f"error: {atomic.disk_error(exc, exc.filename or args.out)}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+        progress_mod.set_current(None)
+        lock.release()
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _locked_main(args: argparse.Namespace, chosen: Dict[str, Dict[str, object]], ident: Dict[str, object]) -> int:
+    removed = atomic.remove_leftovers(args.out) if args.out.exists() else 0
+    if removed:
+        echo(f"[recipe] removed {removed} temporary file(s) an interrupted run left in {args.out}")
     start = time.time()
     variants = {m: [v] for m, v in chosen.items()}
     try:
@@ -581,6 +663,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     floor_result = compute_floor(args)
+    progress_mod.set_current(progress_mod.Progress(step_totals(specs, pre), echo))
     pretrain_record = train(pre) if pre else None
     echo(f"[recipe] {len(specs)} runs ({', '.join(args.methods)} × seeds {args.seeds}), config {args.config}, "
          f"{args.jobs} in parallel × {specs[0].threads} threads; logs under {args.out / 'runs'}")
