@@ -18,7 +18,7 @@ from fairseq_eb.atomic import DiskWriteError
 from fairseq_eb.recipe import aggregate
 from fairseq_eb.recipe.configs import get_config
 from fairseq_eb.recipe.input_checks import check_run_options
-from fairseq_eb.recipe.logged_command import echo
+from fairseq_eb.recipe.logged_command import echo, resume_children
 from fairseq_eb.recipe.methods import METHODS
 from fairseq_eb.recipe.run_steps import SettingsMismatch, check_settings
 from fairseq_eb.recipe.table import (
@@ -182,6 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _locked_sweep(args, pre, specs, variants) -> int:
+    resume_children()  # an earlier recipe in this process may have stopped its children
     for sp in [pre, *specs] if pre else specs:
         check_settings(sp)
     start = time.time()
