@@ -587,6 +587,8 @@ class Interrupted(Exception):
 
 
 def _raise_interrupted(signum: int, _frame: object) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean stop short
+        signal.signal(sig, signal.SIG_IGN)
     raise Interrupted(signum)
 
 
