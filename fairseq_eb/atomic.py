@@ -25,6 +25,14 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 class DiskWriteError(OSError):
     """A write failed because the disk is full or read-only; the message names the path and the free space."""
 
+    def __str__(self) -> str:  # the message alone: OSError's own adds "[Errno N]" and the file name again
+        return str(self.args[1]) if len(self.args) > 1 else super().__str__()
+
+
+def _fsync(fd: int) -> None:
+    """``os.fsync``, where a delayed-allocation file system reports a full disk (tests inject ENOSPC here)."""
+    os.fsync(fd)
+
 
 def free_space(path: PathLike) -> str:
     """Free space on the file system holding ``path`` (its nearest existing parent), e.g. ``'12.3 MiB free'``."""
@@ -73,7 +81,7 @@ def commit(tmp: PathLike, path: PathLike) -> None:
     try:
         fd = os.open(tmp, os.O_RDONLY)
         try:
-            os.fsync(fd)
+            _fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

@@ -6,6 +6,7 @@ far from the cause. The second one refuses at once, naming the running process; 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -66,10 +67,15 @@ class RunLock:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self._mine(), f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(self._mine(), f)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:  # a full disk: no half-written lock left to be judged later
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            raise
         return True
 
     def acquire(self) -> None:

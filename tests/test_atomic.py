@@ -16,11 +16,6 @@ from fairseq_eb.recipe.progress import Progress
 from fairseq_eb.recipe.selection import NonFiniteValidation, select
 from fairseq_eb.runlock import LOCK_NAME, RunLock, RunLocked
 
-
-def _no_space(*_args, **_kwargs):
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
 # ---------------------------------------------------------------- atomic writes
 
 def test_atomic_write_replaces_whole_and_leaves_no_temporary(tmp_path):
@@ -49,11 +44,12 @@ def test_a_full_or_read_only_disk_is_one_line_naming_the_path_and_the_free_space
     def fail(*_args):
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(atomic.os, "fsync", fail)
+    monkeypatch.setattr(atomic, "_fsync", fail)
     with pytest.raises(atomic.DiskWriteError) as info:
         atomic.write_json(path, {"rouge-l": 2})
     message = str(info.value)
     assert "\n" not in message and str(path) in message and " free" in message and os.strerror(code) in message
+    assert message.startswith(f"cannot write {path}: ")
     assert path.read_text() == '{"rouge-l": 1}\n' and not atomic.tmp_path(path).exists()
 
 

@@ -95,7 +95,7 @@ def test_a_full_disk_at_the_end_leaves_the_earlier_results_intact(work, referenc
     def no_space(*_args):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(atomic.os, "fsync", no_space)
+    monkeypatch.setattr(atomic, "_fsync", no_space)
     argv = harness.pipeline(data, out)[2].split("recipe.table ", 1)[1].split()
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
