@@ -32,7 +32,7 @@ def reference(work):
 
 
 # two kill moments: early (preparation or training) and late (decoding, scoring, results)
-@pytest.mark.parametrize("seed", [3, 8])
+@pytest.mark.parametrize("seed", [3, 6])  # killed at 24% and 79% of the uninterrupted run
 def test_killed_with_sigkill_and_rerun_gives_the_same_scores(work, reference, seed):
     trial = harness.trial(work, seed, reference)
     assert trial.identical, trial
