@@ -230,3 +230,41 @@ def test_progress_line_counts_steps_and_estimates_the_time_left():
     assert len(lines) == 1 and "[progress] 2/10 steps done (trainings 1/2, decodings 1/4, scorings 0/4)" in lines[0]
     assert "left about 1m20s" in lines[0] and "finished: decoding baseline seed1 beam1" in lines[0]
     assert progress.summary() == "2 of 10 steps done (trainings 1/2, decodings 1/4, scorings 0/4)"
+
+
+# ---------------------------------------------------------------- a real full disk (a small tmpfs, where allowed)
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 64 KiB tmpfs (root and a kernel that allows it); skipped elsewhere, where the injected ENOSPC above
+    stands in for it."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()[:100]}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def test_a_preparer_filling_a_real_disk_fails_in_one_line_and_keeps_earlier_files(small_tmpfs, tmp_path, capsys):
+    from fairseq_eb.prep.tsv import main as tsv_main
+
+    rows = "".join(f"title {i}\t{'content words ' * 12}{i}\n" for i in range(600))  # ~110 KB of raw text
+    (tmp_path / "train.tsv").write_text(rows)
+    (tmp_path / "test.tsv").write_text(rows[:2000])
+    out = small_tmpfs / "data"
+    earlier = small_tmpfs / "earlier.json"
+    atomic.write_json(earlier, {"kept": True})
+    with pytest.raises(SystemExit) as info:
+        tsv_main(["--train", str(tmp_path / "train.tsv"), "--test", str(tmp_path / "test.tsv"), "--format",
+                  "reference", "--valid-from-train", "10", "--out", str(out)])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert info.value.code == 1 and len(err) == 1, err
+    assert "No space left on device" in err[0] and str(out) in err[0] and " free" in err[0], err[0]
+    assert json.loads(earlier.read_text()) == {"kept": True}
+    assert not [p for p in small_tmpfs.rglob("*") if p.name.endswith(".tmp") or p.name == LOCK_NAME]
+    assert not (out / "manifest.json").exists()  # nothing recorded as complete
