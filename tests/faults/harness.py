@@ -124,7 +124,8 @@ def phase_of(lines: List[str], out: Path, data: Path) -> str:
 def scores(out: Path) -> Dict[str, object]:
     """Every score in results.json (the tables' numbers), without wall times or paths."""
     found = json.loads((out / "results.json").read_text())
-    return {"summary_by_selection": found["summary_by_selection"], "floor": found["floor"],
+    floor = {k: v for k, v in (found["floor"] or {}).items() if k != "data"}  # "data" is the data's path
+    return {"summary_by_selection": found["summary_by_selection"], "floor": floor,
             "diagnostics": found["diagnostics"], "paired": found["paired_rouge_l"],
             "runs": {k: {"scores": v["scores_by_selection"], "noise": v["noise"], "selection": v["selection"],
                          "diagnosis": v["diagnosis"]} for k, v in found["runs"].items()}}
@@ -150,6 +151,7 @@ def leftovers(*dirs: Path) -> List[str]:
 @dataclass
 class Trial:
     seed: int
+    kill_fraction: float  # of the latest uninterrupted run's wall time
     kill_at_s: float
     phase: str = ""
     killed: bool = False
@@ -160,6 +162,7 @@ class Trial:
     lost: List[str] = field(default_factory=list)
     error: str = ""
     wall_s: float = 0.0
+    first_run_s: float = 0.0
 
 
 def reference(work: Path) -> Dict[str, object]:
@@ -178,16 +181,23 @@ def reference(work: Path) -> Dict[str, object]:
     return ref
 
 
-def trial(work: Path, seed: int, ref: Dict[str, object], max_reruns: int = 4) -> Trial:
-    """One seeded kill, then re-runs until the pipeline finishes; every check recorded."""
+def trial(work: Path, seed: int, ref: Dict[str, object], max_reruns: int = 4,
+          wall_s: Optional[float] = None) -> Trial:
+    """One seeded kill, then re-runs until the pipeline finishes; every check recorded.
+
+    The kill comes at a seeded fraction of ``wall_s`` (default: the uninterrupted run's wall time); on a shared
+    machine whose load changes, pass the latest uninterrupted duration so the kills still spread over the run."""
     rng = random.Random(seed)
-    t = Trial(seed=seed, kill_at_s=round(rng.uniform(0.5, float(ref["wall_s"])), 2))
+    fraction = rng.uniform(0.02, 1.0)
+    t = Trial(seed=seed, kill_fraction=round(fraction, 3),
+              kill_at_s=round(fraction * float(wall_s or ref["wall_s"]), 2))
     base = work / f"trial-{seed}"
     shutil.rmtree(base, ignore_errors=True)
     data, out, log = make_raw(base / "data"), base / "out", base / "log.txt"
     start = time.time()
     first = run(pipeline(data, out), log, kill_after=t.kill_at_s)
     t.killed = bool(first["killed"])
+    t.first_run_s = round(float(first["wall_s"]), 1)
     t.phase = phase_of(first["lines"], out, data) if t.killed else "finished before the kill"
     before = complete_files(out, data) if out.exists() else {}
     while True:
@@ -220,6 +230,7 @@ def summarise(trials: List[Trial]) -> Dict[str, object]:
     for t in trials:
         phases[t.phase] = phases.get(t.phase, 0) + 1
     return {"trials": len(trials), "killed": sum(t.killed for t in trials),
+            "identical_of_killed": sum(t.identical for t in trials if t.killed),
             "identical": sum(t.identical for t in trials), "kill_points": phases,
             "files_lost": sum(len(t.lost) for t in trials), "leftover_files": sum(len(t.leftover) for t in trials),
             "steps_redone": sum(len(t.redone) for t in trials),
@@ -231,14 +242,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--seed", type=int, default=1, help="first trial's seed (trial i uses seed + i)")
     p.add_argument("--work", type=Path, required=True, help="working directory (trial-<seed>/ each)")
+    p.add_argument("--wall-s", type=float, default=None,
+                   help="duration the kill moments spread over (default: the cached uninterrupted run's wall time)")
     p.add_argument("--keep", action="store_true", help="keep each trial's directory (default: deleted when it passed)")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     ref = reference(args.work)
     print(json.dumps({"reference_wall_s": round(ref["wall_s"], 1)}), flush=True)
     trials = []
+    wall = args.wall_s or float(ref["wall_s"])
     for i in range(args.trials):
-        t = trial(args.work, args.seed + i, ref)
+        t = trial(args.work, args.seed + i, ref, wall_s=wall)
+        if not t.killed:  # it finished first: the machine got faster; aim the next kills at this duration
+            wall = t.first_run_s
         trials.append(t)
         print(json.dumps(asdict(t)), flush=True)
         print(json.dumps({"so_far": summarise(trials)}), flush=True)  # a batch stopped early still has its counts
