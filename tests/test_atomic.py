@@ -268,3 +268,15 @@ def test_a_preparer_filling_a_real_disk_fails_in_one_line_and_keeps_earlier_file
     assert json.loads(earlier.read_text()) == {"kept": True}
     assert not [p for p in small_tmpfs.rglob("*") if p.name.endswith(".tmp") or p.name == LOCK_NAME]
     assert not (out / "manifest.json").exists()  # nothing recorded as complete
+
+
+def test_a_training_stopped_on_nan_gradients_is_one_line_naming_the_options(tmp_path):
+    from types import SimpleNamespace
+
+    from fairseq_eb.recipe.run_steps import _diverged
+
+    spec = SimpleNamespace(run_dir=tmp_path, tag="gp seed1")
+    assert _diverged(spec) is None
+    (tmp_path / "train.log").write_text("...\nFloatingPointError: gradients are Nan/Inf\n")
+    message = _diverged(spec)
+    assert "\n" not in message and "--gp-epsilon" in message and str(tmp_path / "train.log") in message

@@ -21,7 +21,7 @@ from fairseq_eb import atomic
 from fairseq_eb.recipe import progress
 from fairseq_eb.recipe.checkpoints import check_resumable
 from fairseq_eb.recipe.configs import RecipeConfig
-from fairseq_eb.recipe.logged_command import echo, run_logged
+from fairseq_eb.recipe.logged_command import StepFailed, echo, run_logged
 from fairseq_eb.recipe.methods import method_args
 from fairseq_eb.recipe.selection import SELECTIONS, Validation, prune_intervals, select
 from fairseq_eb.user_dir import user_dir
@@ -142,13 +142,27 @@ def train(spec: RunSpec) -> Dict[str, object]:
         return dict(json.loads(done.read_text()), skipped=True)
     check_resumable(spec.run_dir / "checkpoints", spec.tag)
     echo(f"[{spec.tag}] training -> {spec.run_dir / 'train.log'}")
-    wall = run_logged(spec.train_command(), spec.run_dir / "train.log", spec.tag, env=_thread_env(spec.threads))
+    try:
+        wall = run_logged(spec.train_command(), spec.run_dir / "train.log", spec.tag, env=_thread_env(spec.threads))
+    except StepFailed as exc:
+        raise StepFailed(_diverged(spec) or str(exc)) from None
     if not spec.checkpoint.exists():
         raise RuntimeError(f"[{spec.tag}] training ended without {spec.checkpoint}; see {spec.run_dir / 'train.log'}")
     record = {"wall_s": round(wall, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     atomic.write_json(done, record, indent=None)
     progress.done("trainings", f"training {spec.tag}", wall)
     return dict(record, skipped=False)
+
+
+def _diverged(spec: RunSpec) -> Optional[str]:
+    """One line for a training that fairseq stopped on non-finite gradients (e.g. a huge --gp-epsilon), else None."""
+    log = spec.run_dir / "train.log"
+    tail = log.read_text(encoding="utf-8", errors="replace")[-20000:] if log.exists() else ""
+    if "FloatingPointError" not in tail and "Nan/Inf" not in tail:
+        return None
+    return (f"[{spec.tag}] training stopped on a non-finite loss or gradient (fairseq: gradients are Nan/Inf); no "
+            f"checkpoint of it is selected. Lower --lr or the method's strength (e.g. --gp-epsilon), then delete "
+            f"{spec.run_dir} to redo it; see {log}")
 
 
 def _prefix(spec: RunSpec, selection: str) -> str:

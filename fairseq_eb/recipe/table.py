@@ -29,7 +29,7 @@ from fairseq_eb.recipe.checkpoints import DamagedCheckpoint
 from fairseq_eb.recipe.configs import CONFIGS, get_config
 from fairseq_eb.recipe.data_files import DamagedData, check_binarized
 from fairseq_eb.recipe.input_checks import check_floor_cache, check_run_options, load_chosen_checked
-from fairseq_eb.recipe.logged_command import Stopped, echo, resume_children, stop_children
+from fairseq_eb.recipe.logged_command import StepFailed, Stopped, echo, resume_children, stop_children
 from fairseq_eb.recipe.methods import METHODS, STAGE_METHODS, check_methods, check_stage_methods, reference_of
 from fairseq_eb.recipe.pretrain import PretrainSpec, check_pretrain_data
 from fairseq_eb.recipe.run_steps import (
@@ -624,7 +624,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         echo(f"[recipe] interrupted by {exc}: {done.summary() if done else 'nothing finished yet'}; every finished "
              f"step is kept, resume with: {resume_command(argv)}", sys.stderr)
         return 128 + exc.signum
-    except (RunLocked, DamagedCheckpoint, DamagedData, NonFiniteValidation, atomic.DiskWriteError) as exc:
+    except (RunLocked, DamagedCheckpoint, DamagedData, NonFiniteValidation, atomic.DiskWriteError, StepFailed) as exc:
         stop_children()
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, RunLocked) else 1
