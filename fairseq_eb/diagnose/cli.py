@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from fairseq_eb.diagnose.errors import DiagnoseError
@@ -67,8 +68,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     logging.getLogger().setLevel(logging.INFO)
     for name in ("matplotlib", "PIL"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    from fairseq_eb.atomic import DiskWriteError
+    from fairseq_eb.runlock import RunLock, RunLocked
+
+    lock = None
     try:
         check_cli_options(args)
+        lock = RunLock(Path(args.out), "--out", say=lambda m: print(f"{PROG}: {m}", file=sys.stderr, flush=True))
+        lock.acquire()
         validate_options(args.beams, args.corrupt_rates, args.max_sentences, args.ngram, args.max_tokens)
         from fairseq_eb.diagnose.report import write_report
         from fairseq_eb.diagnose.runner import run_diagnosis
@@ -80,9 +87,15 @@ def main(argv: Optional[List[str]] = None) -> None:
             user_dir=args.user_dir, cpu=args.cpu, seed=args.seed, max_len_a=args.max_len_a,
             max_len_b=args.max_len_b, progress=not args.no_progress, position_bin=args.position_bin)
         paths = write_report(result, args.out)
-    except DiagnoseError as e:
+    except (DiagnoseError, RunLocked) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except DiskWriteError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if lock is not None:
+            lock.release()
     print(paths["markdown"].read_text(), end="")
     print(f"{PROG}: wrote {paths['json']}, {paths['markdown']}, {paths['png']}", file=sys.stderr)
 

@@ -1,9 +1,10 @@
 """Write a diagnosis: ``diagnose.json`` (everything), ``diagnose.md`` (two tables), ``diagnose.png`` (two curves)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from fairseq_eb import atomic
 
 
 def _f(x: Optional[float], digits: int = 3, signed: bool = False) -> str:
@@ -143,7 +144,7 @@ def plot(result: Dict, out: Path) -> Path:
     ax2.set_title("beam curve")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    atomic.save_with(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return out
 
@@ -153,7 +154,7 @@ def write_report(result: Dict, out_dir) -> Dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "diagnose.json", "markdown": out / "diagnose.md", "png": out / "diagnose.png"}
-    paths["json"].write_text(json.dumps(result, indent=1) + "\n")
-    paths["markdown"].write_text(markdown(result))
+    atomic.write_text(paths["markdown"], markdown(result))
     plot(result, paths["png"])
+    atomic.write_json(paths["json"], result)  # last: the recipe skips a diagnosis whose JSON exists
     return paths

@@ -288,6 +288,9 @@ def binarize(data: Path, vocab_size: Optional[int] = None, char: bool = False, m
         log(f"{data}/spm.model is up to date")
     else:
         stamps = {}  # everything downstream is stale too
+        # recorded before spm.model is written: a run killed from here on left this tool's own outputs, which the
+        # re-run replaces (check_own_outputs refuses only files no binarize.json records)
+        write_json(stamp_path, {"incomplete": True})
         if spm_model is None:
             train_spm(data, vocab_size, char, coverage, threads)
         else:
@@ -352,7 +355,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     run_main(lambda: binarize(args.data, args.vocab_size, args.char, args.max_src_pieces,
                               args.max_tgt_pieces, args.character_coverage, args.workers,
-                              dictionary=args.dictionary, spm_model=args.spm_model))
+                              dictionary=args.dictionary, spm_model=args.spm_model), lock=(args.data, "--data"))
 
 
 if __name__ == "__main__":

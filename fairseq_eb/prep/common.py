@@ -1,11 +1,12 @@
 """Helpers shared by the preparers: the ``raw/`` layout, manifests, step stamps, errors, progress."""
 import hashlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from fairseq_eb import atomic
 
 SPLITS: Tuple[str, ...] = ("train", "valid", "test")
 Pair = Tuple[str, str]  # (source = long text, target = title / synopsis)
@@ -46,11 +47,9 @@ def write_raw(out: Path, splits: Dict[str, Sequence[Pair]]) -> Dict[str, int]:
     for split in all_splits(splits):
         pairs = splits[split]
         for path, column in zip(raw_paths(out, split), (0, 1)):
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
+            with atomic.writing(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
                 for pair in pairs:
                     f.write(pair[column] + "\n")
-            os.replace(tmp, path)
         counts[split] = len(pairs)
     return counts
 
@@ -66,9 +65,7 @@ def raw_sha256(out: Path, splits: Iterable[str] = SPLITS) -> Dict[str, str]:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic.write_json(path, obj, indent=2, ensure_ascii=False, sort_keys=True)
 
 
 def read_json(path: Path) -> Optional[dict]:
@@ -99,13 +96,30 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
-def run_main(body: Callable[[], None]) -> None:
-    """Run a preparer's body, turning :class:`PrepError` into a one-paragraph message and exit code 2."""
+def run_main(body: Callable[[], None], lock: Optional[Tuple[Path, str]] = None) -> None:
+    """Run a preparer's body, turning :class:`PrepError` into a one-paragraph message and exit code 2.
+
+    ``lock``: (directory, option) held for the body (:class:`fairseq_eb.runlock.RunLock`), so a second preparer on
+    the same directory refuses at once; a full or read-only disk is one line naming the path (exit 1)."""
+    from fairseq_eb.atomic import DISK_ERRNOS, disk_error
+    from fairseq_eb.runlock import RunLock, RunLocked
+
+    held = RunLock(*lock, say=log) if lock is not None and not Path(lock[0]).is_file() else None
     try:
+        if held is not None:
+            held.acquire()
         body()
-    except PrepError as e:
+    except (PrepError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            raise
+        print(f"error: {disk_error(e, e.filename or (lock[0] if lock else '.'))}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if held is not None:
+            held.release()
 
 
 def check_out_dir(out: Path) -> None:

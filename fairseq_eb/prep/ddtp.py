@@ -26,6 +26,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fairseq_eb import atomic
 from fairseq_eb.prep import ddtp_pairs, help_pages
 from fairseq_eb.prep.common import (
     Pair,
@@ -105,7 +106,7 @@ def fetch_indices(out: Path, lang: str, dist: str, mirror: str, keyring: str,
         proc = subprocess.run(["dpkg-deb", "-x", str(deb), str(target)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise PrepError(f"dpkg-deb -x {deb} failed: {proc.stderr[-1000:]}")
-        (target / ".complete").write_text(f"{deb.name} sha256:{sha256_file(deb)}\n")
+        atomic.write_text(target / ".complete", f"{deb.name} sha256:{sha256_file(deb)}\n")  # the marker, last
     return {**{f"translation-{k}": v for k, v in wanted.items()}, **{f"help-{k}": v for k, v in helps.items()}}
 
 
@@ -221,7 +222,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     limits = ddtp_pairs.DocLimits(args.min_tgt_words, args.max_tgt_words, args.max_src_words, args.max_per_group)
     run_main(lambda: prepare(args.out, args.lang, args.dist, args.mirror, args.keyring, limits,
-                             args.valid_permille, args.test_permille, args.ood_max_docs, args.refresh))
+                             args.valid_permille, args.test_permille, args.ood_max_docs, args.refresh),
+             lock=(args.out, "--out"))
 
 
 if __name__ == "__main__":

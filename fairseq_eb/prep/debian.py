@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from fairseq_eb import atomic
 from fairseq_eb.prep.common import (
     PrepError,
     check_out_dir,
@@ -117,12 +118,11 @@ def apt_fetch_deb(apt_dir: Path, package: str, dest: Path) -> Path:
 def decompress(stored: Path, target: Path) -> Path:
     """``apt-helper cat-file``: apt's own decompression of a stored index, written atomically to ``target``."""
     log(f"decompressing {stored.name}")
-    tmp = target.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        proc = subprocess.run([APT_HELPER, "cat-file", str(stored)], stdout=f, stderr=subprocess.PIPE)
-    if proc.returncode != 0:
-        raise PrepError(f"apt-helper cat-file {stored} failed: {proc.stderr.decode(errors='replace')}")
-    os.replace(tmp, target)
+    with atomic.writing(target) as tmp:
+        with open(tmp, "wb") as f:
+            proc = subprocess.run([APT_HELPER, "cat-file", str(stored)], stdout=f, stderr=subprocess.PIPE)
+        if proc.returncode != 0:
+            raise PrepError(f"apt-helper cat-file {stored} failed: {proc.stderr.decode(errors='replace')}")
     return target
 
 
@@ -244,7 +244,7 @@ def main(argv=None) -> None:
     limits = Limits(args.min_src_words, args.max_src_words, args.min_tgt_words, args.max_tgt_words,
                     args.max_per_group)
     run_main(lambda: prepare(args.out, args.dist, args.mirror, args.keyring, limits,
-                             args.valid_permille, args.test_permille, args.refresh))
+                             args.valid_permille, args.test_permille, args.refresh), lock=(args.out, "--out"))
 
 
 if __name__ == "__main__":

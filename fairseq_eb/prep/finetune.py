@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_eb import atomic
 from fairseq_eb.prep.binarize import encode_splits
 from fairseq_eb.prep.common import (
     SPLITS,
@@ -58,9 +59,7 @@ def read_pairs(data: Path, split: str):
 
 def write_lines(path: Path, lines: Sequence[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_text(path, "".join(line + "\n" for line in lines))
 
 
 def dictionary_with_mask(parent_dict: Path, out: Path) -> Path:
@@ -198,7 +197,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="fairseq-preprocess workers")
     args = parser.parse_args(argv)
     run_main(lambda: prepare(args.parent, args.out, args.train_subset, args.valid_subset, args.seed,
-                             args.pretrain_valid, workers=args.workers))
+                             args.pretrain_valid, workers=args.workers), lock=(args.out, "--out"))
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     args = parser.parse_args(argv)
     run_main(lambda: prepare(args.out, args.train, args.test, args.format, args.valid,
-                             args.valid_from_train, args.seed))
+                             args.valid_from_train, args.seed), lock=(args.out, "--out"))
 
 
 if __name__ == "__main__":

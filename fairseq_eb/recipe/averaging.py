@@ -9,10 +9,11 @@ and cast back; integer buffers are taken from the newest checkpoint; the newest 
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence
+
+from fairseq_eb import atomic
 
 _INTERVAL = re.compile(r"checkpoint_\d+_(?P<updates>\d+)\.pt")
 
@@ -79,7 +80,5 @@ def average_checkpoints(paths: Sequence[Path], output: Path) -> Dict[str, object
     newest["last_optimizer_state"] = None
     newest.pop("averaged_from", None)
     newest["extra_state"] = dict(newest.get("extra_state") or {}, averaged_from=[p.name for p in paths])
-    tmp = output.with_name(output.name + ".tmp")
-    torch.save(newest, tmp)
-    os.replace(tmp, output)
+    atomic.save_with(output, lambda tmp: torch.save(newest, tmp))
     return {"averaged": [p.name for p in paths], "k": len(paths)}

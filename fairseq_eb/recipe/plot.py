@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+from fairseq_eb import atomic
 from fairseq_eb.recipe.aggregate import TABLE_METRICS
 
 
@@ -39,6 +40,6 @@ def plot_summary(summary, methods: Sequence[str], labels: Mapping[str, str], bea
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    atomic.save_with(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return out

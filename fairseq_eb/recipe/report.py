@@ -6,11 +6,11 @@ change for different reasons; this module only reads the runs' results and the
 """
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from fairseq_eb import atomic
 from fairseq_eb.recipe import aggregate, curves, translation_report
 from fairseq_eb.recipe.configs import get_config
 from fairseq_eb.recipe.experiment import Experiment
@@ -322,10 +322,10 @@ def write_outputs(exp: Experiment, results: Results, floor_result, wall_s: float
     md += _tail_lines(results, floor_result, wall_s, pretrain)
     text = "\n".join(md) + "\n"
     exp.out.mkdir(parents=True, exist_ok=True)
-    (exp.out / "table.md").write_text(text)
+    atomic.write_text(exp.out / "table.md", text)
     warnings = selection_warnings(results)
-    (exp.out / "curves.md").write_text(validation_curves(exp, results)
-                                       + "".join(f"\nWarning: {w}\n" for w in warnings))
+    atomic.write_text(exp.out / "curves.md", validation_curves(exp, results)
+                      + "".join(f"\nWarning: {w}\n" for w in warnings))
     for w in warnings:
         echo(f"[recipe] warning: {w}", sys.stderr)
     plot_summary(summary, exp.methods, METHODS, exp.beams, exp.out / "plot.png",
@@ -343,5 +343,5 @@ def write_outputs(exp: Experiment, results: Results, floor_result, wall_s: float
         "intervals_rouge_l": found, "intervals_rouge_l_avg": found_avg, "translation": translation_record,
         "test_subset": exp.test_subset, "runs": _runs_record(results),
     }
-    (exp.out / "results.json").write_text(json.dumps(payload, indent=1) + "\n")
+    atomic.write_json(exp.out / "results.json", payload)  # last: the whole table is done
     return text

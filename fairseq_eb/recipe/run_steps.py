@@ -17,8 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_eb import atomic
+from fairseq_eb.recipe import progress
+from fairseq_eb.recipe.checkpoints import check_resumable
 from fairseq_eb.recipe.configs import RecipeConfig
-from fairseq_eb.recipe.logged_command import echo, run_logged
+from fairseq_eb.recipe.logged_command import StepFailed, echo, run_logged
 from fairseq_eb.recipe.methods import method_args
 from fairseq_eb.recipe.selection import SELECTIONS, Validation, prune_intervals, select
 from fairseq_eb.user_dir import user_dir
@@ -123,7 +126,7 @@ def check_settings(spec: RunSpec) -> None:
                 f"changed). Use a new --out directory, or delete {spec.run_dir} to redo this run."
             )
     else:
-        path.write_text(json.dumps(current, indent=1) + "\n")
+        atomic.write_json(path, current)
 
 
 def _thread_env(threads: int) -> Dict[str, str]:
@@ -135,14 +138,31 @@ def train(spec: RunSpec) -> Dict[str, object]:
     done = spec.run_dir / "train.done"
     if done.exists():
         echo(f"[{spec.tag}] training already finished, skipped ({done})")
+        progress.skipped("trainings")
         return dict(json.loads(done.read_text()), skipped=True)
+    check_resumable(spec.run_dir / "checkpoints", spec.tag)
     echo(f"[{spec.tag}] training -> {spec.run_dir / 'train.log'}")
-    wall = run_logged(spec.train_command(), spec.run_dir / "train.log", spec.tag, env=_thread_env(spec.threads))
+    try:
+        wall = run_logged(spec.train_command(), spec.run_dir / "train.log", spec.tag, env=_thread_env(spec.threads))
+    except StepFailed as exc:
+        raise StepFailed(_diverged(spec) or str(exc)) from None
     if not spec.checkpoint.exists():
         raise RuntimeError(f"[{spec.tag}] training ended without {spec.checkpoint}; see {spec.run_dir / 'train.log'}")
     record = {"wall_s": round(wall, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    done.write_text(json.dumps(record) + "\n")
+    atomic.write_json(done, record, indent=None)
+    progress.done("trainings", f"training {spec.tag}", wall)
     return dict(record, skipped=False)
+
+
+def _diverged(spec: RunSpec) -> Optional[str]:
+    """One line for a training that fairseq stopped on non-finite gradients (e.g. a huge --gp-epsilon), else None."""
+    log = spec.run_dir / "train.log"
+    tail = log.read_text(encoding="utf-8", errors="replace")[-20000:] if log.exists() else ""
+    if "FloatingPointError" not in tail and "Nan/Inf" not in tail:
+        return None
+    return (f"[{spec.tag}] training stopped on a non-finite loss or gradient (fairseq: gradients are Nan/Inf); no "
+            f"checkpoint of it is selected. Lower --lr or the method's strength (e.g. --gp-epsilon), then delete "
+            f"{spec.run_dir} to redo it; see {log}")
 
 
 def _prefix(spec: RunSpec, selection: str) -> str:
@@ -159,11 +179,13 @@ def generate(spec: RunSpec, beam: int, selection: str = "bleu") -> Path:
     """Decode ``spec.subset`` at ``beam`` with the selected checkpoint unless its output exists."""
     out = generated_path(spec, beam, selection)
     if out.exists():
+        progress.skipped("decodings")
         return out
     tag = f"{spec.tag} {selection}-selected beam{beam}"
     echo(f"[{tag}] fairseq-generate -> {out}")
-    run_logged(spec.generate_command(beam, selection), out.with_suffix(".log"), tag,
-               env=_thread_env(spec.threads), stdout_path=out)
+    wall = run_logged(spec.generate_command(beam, selection), out.with_suffix(".log"), tag,
+                      env=_thread_env(spec.threads), stdout_path=out)
+    progress.done("decodings", f"decoding {tag}", wall)
     return out
 
 
@@ -175,7 +197,9 @@ def score(spec: RunSpec, beam: int, generated: Path, selection: str = "bleu") ->
     translation = spec.cfg.scores == "translation"
     result = json.loads(out.read_text()) if out.exists() else None
     if result is not None and "repeat-2" in result and (not translation or "chrf" in result):
+        progress.skipped("scorings")
         return result
+    start = time.time()
     from fairseq_eb.diagnose.repetition import repeated_ngram_share
     from fairseq_eb.scoring import read_generate_output
     from fairseq_eb.scoring import score as score_fn
@@ -189,9 +213,8 @@ def score(spec: RunSpec, beam: int, generated: Path, selection: str = "bleu") ->
         from fairseq_eb.scoring.translation import translation_scores
 
         result.update(translation_scores(hyps, refs))
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    atomic.write_json(out, result)
+    progress.done("scorings", f"scoring {spec.tag} {selection}-selected beam{beam}", time.time() - start)
     extra = f"  BLEU {result['bleu-cased']:.2f}  chrF {result['chrf']:.2f}" if translation else ""
     echo(f"[{spec.tag} {selection}-selected {spec.subset} beam{beam}] ROUGE-L {result['rouge-l']:.2f}  "
          f"ROUGE-1 {result['rouge-1']:.2f}  ROUGE-2 {result['rouge-2']:.2f}  sentence BLEU {result['bleu']:.2f}"
@@ -248,7 +271,7 @@ def average(spec: RunSpec) -> Optional[Dict[str, object]]:
                            "(a run finished by an older recipe pruned them); delete the run directory to redo it")
     echo(f"[{spec.tag}] averaging the last {len(last)} checkpoints -> {target}")
     result = average_checkpoints(last, target)
-    record.write_text(json.dumps(result) + "\n")
+    atomic.write_json(record, result, indent=None)
     return result
 
 
@@ -290,7 +313,7 @@ def measure_noise(spec: RunSpec, chosen: Dict[str, object]) -> Optional[Dict[str
     result = dict(noise.paired_bootstrap(*stats), selected=selected, neighbour=other,
                   logged_bleu={str(v.num_updates): v.bleu for v in validations if v.num_updates in (selected, other)})
     result["close_to_best"] = noise.close_to_best(validations, selected, result["se_diff"])
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    atomic.write_json(path, result)
     echo(f"[{spec.tag}] valid BLEU noise: selected {selected:,} vs {other:,}: {result['diff']:+.2f} "
          f"(se {result['se_diff']:.2f}); {len(result['close_to_best'])} other validations within 1.96 se of the best")
     return result
@@ -315,6 +338,9 @@ def execute(spec: RunSpec) -> Dict[str, object]:
             continue
         if selection == "loss" and chosen.get("same") and "bleu" in by_selection:
             by_selection[selection] = by_selection["bleu"]
+            for _ in spec.beams:  # the same checkpoint: nothing to decode or score again
+                progress.skipped("decodings")
+                progress.skipped("scorings")
             continue
         by_selection[selection] = {beam: score(spec, beam, generate(spec, beam, selection), selection)
                                    for beam in spec.beams}

@@ -11,12 +11,14 @@ is unit-tested on text.
 from __future__ import annotations
 
 import json
-import os
+import math
 import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
+
+from fairseq_eb import atomic
 
 # selection name -> checkpoint file in the run's checkpoints/ directory
 SELECTIONS: Dict[str, str] = {"bleu": "checkpoint_best.pt", "loss": "checkpoint_best_loss.pt",
@@ -25,6 +27,10 @@ SELECTIONS: Dict[str, str] = {"bleu": "checkpoint_best.pt", "loss": "checkpoint_
 _VALID = re.compile(r"\| valid on 'valid' subset \|(?P<fields>.*)$")
 _INTERVAL = re.compile(r"checkpoint_\d+_\d+\.pt")
 _SAVED = re.compile(r"Saved checkpoint (?P<path>\S+) \(epoch \d+ @ (?P<updates>\d+) updates")
+
+
+class NonFiniteValidation(ValueError):
+    """The training's validation loss or BLEU became NaN or infinite."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,17 @@ def best(validations: List[Validation], metric: str) -> Validation:
     return max(scored, key=lambda v: (v.bleu, -v.num_updates))
 
 
+def check_finite(validations: List[Validation], log_path: Path) -> None:
+    """Refuse a training whose validation loss or BLEU is NaN/inf: fairseq keeps a first non-finite validation as
+    its ``checkpoint_best.pt`` (no later value compares better), so no checkpoint of that run may be selected."""
+    bad = [v for v in validations if not math.isfinite(v.loss) or (v.bleu is not None and not math.isfinite(v.bleu))]
+    if bad:
+        raise NonFiniteValidation(
+            f"{log_path}: validation at update {bad[0].num_updates} has a non-finite loss or BLEU (loss {bad[0].loss},"
+            f" BLEU {bad[0].bleu}); no checkpoint of this run is selected. Lower --lr or the method's strength "
+            "(e.g. --gp-epsilon) and delete the run directory to redo it")
+
+
 def prune_intervals(checkpoints: Path) -> None:
     """Delete the interval checkpoints once every selection has been made from them."""
     for interval in checkpoints.glob("checkpoint_*_*.pt"):
@@ -89,12 +106,14 @@ def select(checkpoints: Path, log_path: Path, prune: bool = True) -> Dict[str, o
         return json.loads(out.read_text())
     text = log_path.read_text(encoding="utf-8", errors="replace")
     validations = parse_validations(text)
+    check_finite(validations, log_path)
     by_loss = best(validations, "loss")
     if all(v.bleu is None for v in validations):
         # trained without --eval-bleu: fairseq's checkpoint_best.pt is already the lowest-loss one
-        shutil.copyfile(checkpoints / SELECTIONS["bleu"], checkpoints / SELECTIONS["loss"])
+        atomic.save_with(checkpoints / SELECTIONS["loss"],
+                         lambda tmp: shutil.copyfile(checkpoints / SELECTIONS["bleu"], tmp))
         result = {"bleu": None, "loss": asdict(by_loss), "same": True, "validations": [asdict(v) for v in validations]}
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        atomic.write_json(out, result)
         return result
     by_bleu = best(validations, "bleu")
     saved = parse_saved(text)
@@ -105,12 +124,10 @@ def select(checkpoints: Path, log_path: Path, prune: bool = True) -> Dict[str, o
     if source is None:
         raise RuntimeError(f"{checkpoints}: no checkpoint was kept for update {by_loss.num_updates} (lowest valid "
                            "loss); train with --keep-interval-updates -1")
-    tmp = checkpoints / (SELECTIONS["loss"] + ".tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, checkpoints / SELECTIONS["loss"])
+    atomic.save_with(checkpoints / SELECTIONS["loss"], lambda tmp: shutil.copyfile(source, tmp))
     if prune:
         prune_intervals(checkpoints)
     result = {"bleu": asdict(by_bleu), "loss": asdict(by_loss), "same": by_bleu.num_updates == by_loss.num_updates,
               "validations": [asdict(v) for v in validations]}
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic.write_json(out, result)
     return result

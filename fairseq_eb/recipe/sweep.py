@@ -9,15 +9,17 @@ Trainings are shared: the table reuses a sweep run of the chosen variant for the
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_eb import atomic
+from fairseq_eb.atomic import DiskWriteError
 from fairseq_eb.recipe import aggregate
 from fairseq_eb.recipe.configs import get_config
+from fairseq_eb.recipe.experiment import Experiment
 from fairseq_eb.recipe.input_checks import check_run_options
-from fairseq_eb.recipe.logged_command import echo
+from fairseq_eb.recipe.logged_command import echo, resume_children
 from fairseq_eb.recipe.methods import DEFAULT_VARIANT, METHODS, REGISTRY
 from fairseq_eb.recipe.run_steps import SettingsMismatch, check_settings
 from fairseq_eb.recipe.table import (
@@ -29,6 +31,7 @@ from fairseq_eb.recipe.table import (
     train,
     validate,
 )
+from fairseq_eb.runlock import RunLock, RunLocked
 
 # method -> variant name -> fairseq options appended after the configuration's (the last occurrence wins);
 # HALF / QUARTER stand for that fraction of the configuration's --max-update. The grids are the methods' own
@@ -123,11 +126,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         specs = make_specs(exp, variants, subset="valid", selections=("bleu",), init=init_fields(pre),
                            diagnose=False)
         check_run_options(specs, exp.train_args)  # before any settings.json is written
-        for sp in [pre, *specs] if pre else specs:
-            check_settings(sp)
     except (ValueError, FileNotFoundError, SettingsMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        with RunLock(exp.out, "--out", say=lambda m: echo(m, sys.stderr)):
+            return _locked_sweep(exp, pre, specs, variants)
+    except (ValueError, SettingsMismatch, RunLocked, DiskWriteError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _locked_sweep(exp: Experiment, pre, specs, variants) -> int:
+    resume_children()  # an earlier recipe in this process may have stopped its children
+    for sp in [pre, *specs] if pre else specs:
+        check_settings(sp)
     start = time.time()
     if pre:
         train(pre)
@@ -144,9 +157,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             f"Wall time this invocation: {(time.time() - start) / 60:.1f} min.\n")
     out = exp.out / "sweep"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.md").write_text(text)
-    (out / "chosen.json").write_text(json.dumps({"config": exp.config, "seeds": exp.seeds, "beams": exp.beams,
-                                                 "chosen": chosen}, indent=1) + "\n")
+    atomic.write_text(out / "sweep.md", text)
+    atomic.write_json(out / "chosen.json", {"config": exp.config, "seeds": exp.seeds, "beams": exp.beams,
+                                            "chosen": chosen})
     echo("\n" + text)
     echo(f"[sweep] wrote {out / 'sweep.md'} and {out / 'chosen.json'}; next: python -m fairseq_eb.recipe.table "
          f"--out {exp.out} --chosen {out / 'chosen.json'} ...")

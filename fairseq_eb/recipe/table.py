@@ -18,18 +18,23 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from fairseq_eb import atomic
 from fairseq_eb.choices import check_choice
 from fairseq_eb.recipe import floor, init_from
+from fairseq_eb.recipe import progress as progress_mod
+from fairseq_eb.recipe.checkpoints import DamagedCheckpoint
 from fairseq_eb.recipe.configs import CONFIGS, get_config
+from fairseq_eb.recipe.data_files import DamagedData, check_binarized
 from fairseq_eb.recipe.experiment import Experiment
 from fairseq_eb.recipe.input_checks import check_floor_cache, check_run_options, load_chosen_checked
-from fairseq_eb.recipe.logged_command import echo
+from fairseq_eb.recipe.logged_command import StepFailed, Stopped, echo, resume_children, stop_children
 from fairseq_eb.recipe.methods import (
     DEFAULT_VARIANT,
     METHODS,
@@ -49,6 +54,8 @@ from fairseq_eb.recipe.run_steps import (
     execute,
     train,
 )
+from fairseq_eb.recipe.selection import NonFiniteValidation
+from fairseq_eb.runlock import RunLock, RunLocked
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +120,7 @@ def validate(args: argparse.Namespace) -> Experiment:
             raise FileNotFoundError(
                 f"--data {args.data}: missing bin/{needed}; prepare the data first "
                 "(python -m fairseq_eb.prep.binarize --data DIR ...)")
+    check_binarized(args.data / "bin")  # a truncated .bin/.idx: one line now, not a crash inside a training
     return Experiment(
         data=args.data, out=args.out, config=args.config, methods=methods, seeds=list(dict.fromkeys(args.seeds)),
         beams=sorted(set(args.beams)), tokenize=args.tokenize, jobs=args.jobs, threads=args.threads,
@@ -154,7 +162,7 @@ def compute_floor(exp: Experiment) -> Optional[Dict[str, object]]:
 
         result["copy_source"] = translation_scores(floor.read_lines(raw / f"{test}.src"),
                                                    floor.read_lines(raw / f"{test}.tgt"))
-    cache.write_text(json.dumps(result, indent=1) + "\n")
+    atomic.write_json(cache, result)
     echo(f"[floor] first {k} source {'words' if exp.tokenize == 'word' else 'characters'} "
          f"(K chosen on valid): test ROUGE-L {scores['rouge-l']:.2f}")
     return result
@@ -265,15 +273,23 @@ def run_all(specs: Sequence[RunSpec], jobs: int) -> Dict[RunSpec, Dict[str, obje
                   [sp for sp in specs if sp.method in STAGE_METHODS]):
         if errors:
             break
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        try:
             futures = {pool.submit(execute, sp): sp for sp in phase}
             for fut in as_completed(futures):
                 sp = futures[fut]
                 try:
                     results[sp] = fut.result()
+                except Stopped:
+                    pass
                 except Exception as exc:  # keep the other runs going; report all at the end
                     errors.append(exc)
                     echo(f"[{sp.tag}] FAILED: {exc}", sys.stderr)
+        except BaseException:  # a signal: stop the children first, or the workers never finish
+            stop_children()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
     if errors:
         raise errors[0]
     return results
@@ -281,7 +297,35 @@ def run_all(specs: Sequence[RunSpec], jobs: int) -> Dict[RunSpec, Dict[str, obje
 
 
 
+def step_totals(specs: Sequence[RunSpec], pre: Optional[object]) -> Dict[str, int]:
+    """How many trainings, decodings and scorings the recipe makes (progress.Progress)."""
+    decodings = sum(len(sp.beams) * len([s for s in sp.selections if s != "avg" or sp.cfg.average_last])
+                    for sp in specs)
+    return {"trainings": len(specs) + (1 if pre else 0), "decodings": decodings, "scorings": decodings}
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM reached the recipe."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean stop short
+        signal.signal(sig, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def resume_command(argv: Optional[Sequence[str]]) -> str:
+    """The command line that continues this recipe."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable), "-m", "fairseq_eb.recipe.table", *given])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the recipe under ``--out``'s run lock; SIGINT/SIGTERM stop every child and exit 130/143."""
     try:
         exp = validate(build_parser().parse_args(argv))
         chosen = load_chosen(exp.chosen)
@@ -291,6 +335,47 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, SettingsMismatch) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    lock = RunLock(exp.out, "--out", say=lambda m: echo(m, sys.stderr))
+    handlers = {}
+    try:
+        lock.acquire()
+        if threading_main():
+            handlers = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+        resume_children()
+        return _locked_main(exp, chosen, ident)
+    except Interrupted as exc:
+        stop_children()
+        done = progress_mod.current()
+        echo(f"[recipe] interrupted by {exc}: {done.summary() if done else 'nothing finished yet'}; every finished "
+             f"step is kept, resume with: {resume_command(argv)}", sys.stderr)
+        return 128 + exc.signum
+    except (RunLocked, DamagedCheckpoint, DamagedData, NonFiniteValidation, atomic.DiskWriteError, StepFailed) as exc:
+        stop_children()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, RunLocked) else 1
+    except OSError as exc:
+        if exc.errno not in atomic.DISK_ERRNOS:
+            raise
+        stop_children()
+        print(f"error: {atomic.disk_error(exc, exc.filename or exp.out)}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, old in handlers.items():
+            signal.signal(sig, old)
+        progress_mod.set_current(None)
+        lock.release()
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _locked_main(exp: Experiment, chosen: Dict[str, Dict[str, object]], ident: Dict[str, object]) -> int:
+    removed = atomic.remove_leftovers(exp.out) if exp.out.exists() else 0
+    if removed:
+        echo(f"[recipe] removed {removed} temporary file(s) an interrupted run left in {exp.out}")
     start = time.time()
     variants = {m: [v] for m, v in chosen.items()}
     try:
@@ -305,6 +390,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     exp.out.mkdir(parents=True, exist_ok=True)
     floor_result = compute_floor(exp)
+    progress_mod.set_current(progress_mod.Progress(step_totals(specs, pre), echo))
     pretrain_record = train(pre) if pre else None
     echo(f"[recipe] {len(specs)} runs ({', '.join(exp.methods)} × seeds {exp.seeds}), config {exp.config}, "
          f"{exp.jobs} in parallel × {specs[0].threads} threads; logs under {exp.out / 'runs'}")

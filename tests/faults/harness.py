@@ -1,0 +1,271 @@
+"""Kill trials: the `tiny` recipe (preparation included) killed with SIGKILL at seeded moments, then re-run.
+
+Why: long jobs die at arbitrary moments (preemption, OOM killer, a closed laptop). A trial starts the whole
+pipeline (``prep.binarize`` then ``recipe.table``: two methods, one seed, two beams) in its own process group,
+kills the group at a random moment of the uninterrupted run's duration, re-runs the same command until it
+finishes, and checks: ``results.json``'s scores equal the uninterrupted run's to the last digit, no ``*.tmp`` or
+lock file is left, no step complete before the re-run was redone, and no complete file was lost or changed.
+
+``python -m tests.faults.harness --trials 50 --work DIR`` (scripts/fault_trials.sh) prints one JSON line per
+trial and a summary; tests/faults/test_kill_trials.py runs a few trials in CI.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+METHODS = ("baseline", "gp")
+LOCK_NAME = ".fairseq-eb.lock"
+
+
+def make_raw(data: Path, n_train: int = 400, seed: int = 0) -> Path:
+    """A toy raw corpus (target = the first four source words reversed), as tests/fairseq_tools.py makes."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(30)]
+    raw = data / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("valid", 40), ("test", 20)):
+        with open(raw / f"{split}.src", "w") as fs, open(raw / f"{split}.tgt", "w") as ft:
+            for _ in range(n):
+                words = [rng.choice(vocab) for _ in range(rng.randint(3, 10))]
+                fs.write(" ".join(words) + "\n")
+                ft.write(" ".join(words[:4][::-1]) + "\n")
+    return data
+
+
+def pipeline(data: Path, out: Path) -> List[str]:
+    """The command a trial kills and re-runs: preparation, then the recipe."""
+    py = sys.executable
+    script = (f"{py} -m fairseq_eb.prep.binarize --data {data} --vocab-size 40 --workers 1 && "
+              f"exec {py} -m fairseq_eb.recipe.table --data {data} --out {out} --config tiny --methods "
+              f"{' '.join(METHODS)} --seeds 1 --beams 1 2 --jobs 1 --threads 1 --device cpu --name toy")
+    return ["bash", "-c", script]
+
+
+def _env() -> Dict[str, str]:
+    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+
+def run(cmd: List[str], log: Path, kill_after: Optional[float] = None) -> Dict[str, object]:
+    """Run ``cmd`` in a new process group, output appended to ``log``; SIGKILL the group after ``kill_after`` s.
+
+    Returns {"rc", "killed", "wall_s", "lines": the output lines of this run}."""
+    start = time.time()
+    offset = log.stat().st_size if log.exists() else 0
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=_env())
+        killed = False
+        try:
+            proc.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed = True
+    # a killed group's grandchildren may outlive the wait by a moment: let them go before the files are read
+    _wait_group_gone(proc.pid)
+    with open(log, "rb") as f:
+        f.seek(offset)
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    return {"rc": proc.returncode, "killed": killed, "wall_s": time.time() - start, "lines": lines}
+
+
+def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def phase_of(lines: List[str], out: Path, data: Path) -> str:
+    """What the pipeline was doing when killed, from its last output lines and the files being written."""
+    if list(out.rglob("*.pt.tmp")):
+        return "checkpoint saving"
+    if not (data / "bin").exists() or not (out / "runs").exists() and not any("[floor]" in x for x in lines):
+        return "preparation"
+    for line in reversed(lines):
+        if "[progress]" in line:
+            done = re.search(r"\] (\d+)/(\d+) steps", line)
+            if "finished: decoding" in line:
+                return "scoring"
+            if done and done.group(1) == done.group(2):
+                return "writing results"
+            if "finished: scoring" in line:
+                return "generation"
+            if "finished: training" in line:
+                return "selection/averaging/noise"
+        if "fairseq-eb-diagnose ->" in line:
+            return "diagnosis"
+        if "fairseq-generate ->" in line:
+            return "generation"
+        if "averaging the last" in line or "valid BLEU noise" in line:
+            return "selection/averaging/noise"
+        if "Saved checkpoint" in line or "train_inner" in line or "training ->" in line or "| valid |" in line:
+            return "training"
+        if "[floor]" in line or "[recipe]" in line:
+            return "training"
+    return "preparation"
+
+
+def scores(out: Path) -> Dict[str, object]:
+    """Every score in results.json (the tables' numbers), without wall times or paths."""
+    found = json.loads((out / "results.json").read_text())
+    floor = {k: v for k, v in (found["floor"] or {}).items() if k != "data"}  # "data" is the data's path
+    return {"summary_by_selection": found["summary_by_selection"], "floor": floor,
+            "diagnostics": found["diagnostics"], "paired": found["paired_rouge_l"],
+            "runs": {k: {"scores": v["scores_by_selection"], "noise": v["noise"], "selection": v["selection"],
+                         "diagnosis": v["diagnosis"]} for k, v in found["runs"].items()}}
+
+
+def complete_files(out: Path, data: Path) -> Dict[str, str]:
+    """Files a re-run skips on, with their sha256 (train.done by existence: it holds a wall time)."""
+    found = {}
+    patterns = ("generate-*.txt", "score-*.json", "train.done", "selection.json", "averaging.json", "noise.json",
+                "diagnose.json", "settings.json")
+    for pattern in patterns:
+        for path in out.rglob(pattern):
+            found[str(path)] = "" if path.name == "train.done" else hashlib.sha256(path.read_bytes()).hexdigest()
+    for path in (data / "bin").glob("*") if (data / "bin").exists() else []:
+        found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def leftovers(*dirs: Path) -> List[str]:
+    return sorted(str(p) for d in dirs for p in d.rglob("*") if p.name.endswith(".tmp") or p.name == LOCK_NAME)
+
+
+@dataclass
+class Trial:
+    seed: int
+    kill_fraction: float  # of the latest uninterrupted run's wall time
+    kill_at_s: float
+    phase: str = ""
+    killed: bool = False
+    reruns: int = 0
+    identical: bool = False
+    leftover: List[str] = field(default_factory=list)
+    redone: List[str] = field(default_factory=list)
+    lost: List[str] = field(default_factory=list)
+    error: str = ""
+    wall_s: float = 0.0
+    first_run_s: float = 0.0
+
+
+def reference(work: Path) -> Dict[str, object]:
+    """The uninterrupted run (cached in WORK/reference.json): its scores and wall time."""
+    cache = work / "reference.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    base = work / "reference"
+    shutil.rmtree(base, ignore_errors=True)
+    data, out = make_raw(base / "data"), base / "out"
+    result = run(pipeline(data, out), base / "log.txt")
+    if result["rc"] != 0:
+        raise RuntimeError(f"the uninterrupted run failed (exit {result['rc']}); see {base / 'log.txt'}")
+    ref = {"scores": scores(out), "wall_s": result["wall_s"]}
+    cache.write_text(json.dumps(ref, indent=1) + "\n")
+    return ref
+
+
+def trial(work: Path, seed: int, ref: Dict[str, object], max_reruns: int = 4,
+          wall_s: Optional[float] = None) -> Trial:
+    """One seeded kill, then re-runs until the pipeline finishes; every check recorded.
+
+    The kill comes at a seeded fraction of ``wall_s`` (default: the uninterrupted run's wall time); on a shared
+    machine whose load changes, pass the latest uninterrupted duration so the kills still spread over the run."""
+    rng = random.Random(seed)
+    fraction = rng.uniform(0.02, 1.0)
+    t = Trial(seed=seed, kill_fraction=round(fraction, 3),
+              kill_at_s=round(fraction * float(wall_s or ref["wall_s"]), 2))
+    base = work / f"trial-{seed}"
+    shutil.rmtree(base, ignore_errors=True)
+    data, out, log = make_raw(base / "data"), base / "out", base / "log.txt"
+    start = time.time()
+    first = run(pipeline(data, out), log, kill_after=t.kill_at_s)
+    t.killed = bool(first["killed"])
+    t.first_run_s = round(float(first["wall_s"]), 1)
+    t.phase = phase_of(first["lines"], out, data) if t.killed else "finished before the kill"
+    before = complete_files(out, data) if out.exists() else {}
+    while True:
+        again = run(pipeline(data, out), log)
+        t.reruns += 1
+        if again["rc"] == 0:
+            break
+        if t.reruns >= max_reruns:
+            t.error = f"re-run {t.reruns} exited {again['rc']}: " + " | ".join(again["lines"][-3:])
+            break
+        if t.reruns == 1:
+            t.error = f"first re-run exited {again['rc']}"
+    text = "\n".join(again["lines"])
+    for path in before:
+        if path.endswith("train.done") and f"training -> {Path(path).parent / 'train.log'}" in text:
+            t.redone.append(path)
+        if "generate-" in Path(path).name and f"fairseq-generate -> {path}" in text:
+            t.redone.append(path)
+    after = complete_files(out, data) if out.exists() else {}
+    t.lost = sorted(p for p, digest in before.items() if p not in after or after[p] != digest)
+    t.leftover = leftovers(data, out)
+    if again["rc"] == 0:
+        t.identical = scores(out) == ref["scores"]
+    t.wall_s = round(time.time() - start, 1)
+    return t
+
+
+def summarise(trials: List[Trial]) -> Dict[str, object]:
+    phases: Dict[str, int] = {}
+    for t in trials:
+        phases[t.phase] = phases.get(t.phase, 0) + 1
+    return {"trials": len(trials), "killed": sum(t.killed for t in trials),
+            "identical_of_killed": sum(t.identical for t in trials if t.killed),
+            "identical": sum(t.identical for t in trials), "kill_points": phases,
+            "files_lost": sum(len(t.lost) for t in trials), "leftover_files": sum(len(t.leftover) for t in trials),
+            "steps_redone": sum(len(t.redone) for t in trials),
+            "failed_reruns": sum(bool(t.error) for t in trials)}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.faults.harness", description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=50)
+    p.add_argument("--seed", type=int, default=1, help="first trial's seed (trial i uses seed + i)")
+    p.add_argument("--work", type=Path, required=True, help="working directory (trial-<seed>/ each)")
+    p.add_argument("--wall-s", type=float, default=None,
+                   help="duration the kill moments spread over (default: the cached uninterrupted run's wall time)")
+    p.add_argument("--keep", action="store_true", help="keep each trial's directory (default: deleted when it passed)")
+    args = p.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    ref = reference(args.work)
+    print(json.dumps({"reference_wall_s": round(ref["wall_s"], 1)}), flush=True)
+    trials = []
+    wall = args.wall_s or float(ref["wall_s"])
+    for i in range(args.trials):
+        t = trial(args.work, args.seed + i, ref, wall_s=wall)
+        if not t.killed:  # it finished first: the machine got faster; aim the next kills at this duration
+            wall = t.first_run_s
+        trials.append(t)
+        print(json.dumps(asdict(t)), flush=True)
+        print(json.dumps({"so_far": summarise(trials)}), flush=True)  # a batch stopped early still has its counts
+        ok = t.identical and not (t.lost or t.leftover or t.redone or t.error)
+        if ok and not args.keep:
+            shutil.rmtree(args.work / f"trial-{t.seed}", ignore_errors=True)
+    summary = summarise(trials)
+    print(json.dumps({"summary": summary}), flush=True)
+    bad = summary["trials"] - summary["identical"] + summary["files_lost"] + summary["leftover_files"]
+    return 1 if bad or summary["steps_redone"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
