@@ -14,6 +14,7 @@
 # The PyPI torch cells lift this machine's pip cap on torch (/etc/xdg/pip) for their download only
 # (PIP_CONFIG_FILE=/dev/null); every install into a cell is offline (--no-index) from the cache.
 set -uo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 CACHE=${MATRIX_CACHE:-$HOME/.cache/fairseq-eb-matrix}

@@ -5,6 +5,7 @@
 # from that checkpoint. Uses the fairseq-* commands and python on PATH (e.g. PATH="$VENV/bin:$PATH"); ~1-2 min on
 # 2 CPU cores. Used by scripts/matrix.sh.   Usage: scripts/smoke.sh [WORKDIR]   (default: a new temporary folder)
 set -euo pipefail
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 W=${1:-$(mktemp -d)}
 mkdir -p "$W/raw"
 export OMP_NUM_THREADS=1

@@ -482,6 +482,7 @@ def test_prepare_debian_defaults_are_the_demo_s():
 
 def test_every_script_help_is_exactly_its_header():
     """`--help` prints the script's leading comment block: no code lines leak in, no text is cut off."""
+    wrong = []
     for script in sorted((REPO / "scripts").glob("*.sh")):
         if script.name in ("setup.sh", "test.sh"):  # they take no options: they just run
             continue
@@ -492,8 +493,9 @@ def test_every_script_help_is_exactly_its_header():
                 break
             header.append(line[2:] if line.startswith("# ") else line[1:])
         proc = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=60)
-        assert proc.returncode in (0, 2), (script.name, proc.stderr)
-        assert (proc.stdout or proc.stderr).rstrip("\n").splitlines() == header, script.name
+        if proc.returncode not in (0, 2) or (proc.stdout or proc.stderr).rstrip("\n").splitlines() != header:
+            wrong.append(f"{script.name}: exit {proc.returncode}, {(proc.stdout or proc.stderr)[:200]!r}")
+    assert not wrong, "\n".join(wrong)  # every script checked: one bad script must not hide the next
 
 
 def test_converged_cpu_script_rejects_an_unknown_config_before_setup(tmp_path):
