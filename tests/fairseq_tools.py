@@ -42,8 +42,8 @@ def run_fairseq(tool: str, args: Sequence[str], cwd=None, check: bool = True, en
     return proc
 
 
-def make_toy_corpus(directory: Path, n_train: int = 400, seed: int = 0) -> Path:
-    """Write a toy src->tgt corpus (target = first four source words reversed) and binarise it."""
+def write_toy_raw(directory: Path, n_train: int = 400, seed: int = 0) -> Path:
+    """Write ``directory/raw/{train,valid,test}.{src,tgt}``: target = the first four source words reversed."""
     rng = random.Random(seed)
     vocab = [f"w{i}" for i in range(30)]
     raw = directory / "raw"
@@ -54,6 +54,12 @@ def make_toy_corpus(directory: Path, n_train: int = 400, seed: int = 0) -> Path:
                 words = [rng.choice(vocab) for _ in range(rng.randint(3, 10))]
                 fs.write(" ".join(words) + "\n")
                 ft.write(" ".join(words[:4][::-1]) + "\n")
+    return raw
+
+
+def make_toy_corpus(directory: Path, n_train: int = 400, seed: int = 0) -> Path:
+    """Write the toy corpus (:func:`write_toy_raw`) and binarise it."""
+    raw = write_toy_raw(directory, n_train, seed)
     binary = directory / "bin"
     run_fairseq("preprocess", [
         "--source-lang", "src", "--target-lang", "tgt",

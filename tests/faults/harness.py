@@ -26,22 +26,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from tests.fairseq_tools import write_toy_raw
+
 METHODS = ("baseline", "gp")
 LOCK_NAME = ".fairseq-eb.lock"
 
 
 def make_raw(data: Path, n_train: int = 400, seed: int = 0) -> Path:
-    """A toy raw corpus (target = the first four source words reversed), as tests/fairseq_tools.py makes."""
-    rng = random.Random(seed)
-    vocab = [f"w{i}" for i in range(30)]
-    raw = data / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("valid", 40), ("test", 20)):
-        with open(raw / f"{split}.src", "w") as fs, open(raw / f"{split}.tgt", "w") as ft:
-            for _ in range(n):
-                words = [rng.choice(vocab) for _ in range(rng.randint(3, 10))]
-                fs.write(" ".join(words) + "\n")
-                ft.write(" ".join(words[:4][::-1]) + "\n")
+    """The toy raw corpus of the other end-to-end tests (tests/fairseq_tools.py), under ``data/raw``."""
+    write_toy_raw(data, n_train, seed)
     return data
 
 
