@@ -280,3 +280,15 @@ def test_a_training_stopped_on_nan_gradients_is_one_line_naming_the_options(tmp_
     (tmp_path / "train.log").write_text("...\nFloatingPointError: gradients are Nan/Inf\n")
     message = _diverged(spec)
     assert "\n" not in message and "--gp-epsilon" in message and str(tmp_path / "train.log") in message
+
+
+def test_a_training_that_ran_to_its_end_is_not_resumed():
+    """Killed after fairseq-train finished but before train.done: fairseq would add one update past --max-update."""
+    from fairseq_eb.recipe.run_steps import finished_in_log
+
+    start = "2026-12-07 19:29:14 | INFO | fairseq_cli.train | {'_name': None}\n"
+    end = "2026-12-07 19:29:16 | INFO | fairseq_cli.train | done training in 0.5 seconds\n"
+    assert finished_in_log(start + "epoch 001: 8 / 8\n" + end)
+    assert not finished_in_log(start + "epoch 001: 4 / 8\n")  # killed mid-training: resume
+    assert not finished_in_log(start + end + start + "epoch 001: 2 / 8\n")  # the last invocation decides
+    assert not finished_in_log("")

@@ -140,6 +140,31 @@ def train(spec: RunSpec) -> Dict[str, object]:
         echo(f"[{spec.tag}] training already finished, skipped ({done})")
         progress.skipped("trainings")
         return dict(json.loads(done.read_text()), skipped=True)
+    log = spec.run_dir / "train.log"
+    if spec.checkpoint.exists() and log.exists() and finished_in_log(log.read_text(encoding="utf-8", errors="replace")):
+        echo(f"[{spec.tag}] training had run to its end before an interruption ({log}): recorded, not resumed")
+        wall = 0.0
+    else:
+        wall = _run_training(spec)
+    record = {"wall_s": round(wall, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+    atomic.write_json(done, record, indent=None)
+    progress.done("trainings", f"training {spec.tag}", wall)
+    return dict(record, skipped=False)
+
+
+_RUN_START = "fairseq_cli.train | {"
+_RUN_END = "fairseq_cli.train | done training in"
+
+
+def finished_in_log(text: str) -> bool:
+    """Whether the last fairseq-train of a train.log ran to its end. A kill between that end and ``train.done`` must
+    not hand the run back to fairseq: resumed at --max-update, it makes one more update and saves it as
+    checkpoint_last.pt, which changes the averaged checkpoint (found by the kill trials, docs/reliability.md)."""
+    start = text.rfind(_RUN_START)
+    return start >= 0 and _RUN_END in text[start:]
+
+
+def _run_training(spec: RunSpec) -> float:
     check_resumable(spec.run_dir / "checkpoints", spec.tag)
     echo(f"[{spec.tag}] training -> {spec.run_dir / 'train.log'}")
     try:
@@ -148,10 +173,7 @@ def train(spec: RunSpec) -> Dict[str, object]:
         raise StepFailed(_diverged(spec) or str(exc)) from None
     if not spec.checkpoint.exists():
         raise RuntimeError(f"[{spec.tag}] training ended without {spec.checkpoint}; see {spec.run_dir / 'train.log'}")
-    record = {"wall_s": round(wall, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-    atomic.write_json(done, record, indent=None)
-    progress.done("trainings", f"training {spec.tag}", wall)
-    return dict(record, skipped=False)
+    return wall
 
 
 def _diverged(spec: RunSpec) -> Optional[str]:
