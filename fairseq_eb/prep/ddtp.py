@@ -43,8 +43,10 @@ from fairseq_eb.prep.common import (
     write_raw,
 )
 from fairseq_eb.prep.debian import (
+    DEFAULT_DIST,
     DEFAULT_KEYRING,
     DEFAULT_MIRROR,
+    add_apt_options,
     apt_fetch_deb,
     apt_update,
     check_apt,
@@ -147,7 +149,7 @@ def lengths(splits: Dict[str, Sequence[Pair]]) -> Dict[str, Dict[str, float]]:
             for split, pairs in splits.items() if pairs}
 
 
-def prepare(out: Path, lang: str = "it", dist: str = "bookworm", mirror: str = DEFAULT_MIRROR,
+def prepare(out: Path, lang: str = "it", dist: str = DEFAULT_DIST, mirror: str = DEFAULT_MIRROR,
             keyring: str = DEFAULT_KEYRING, limits: ddtp_pairs.DocLimits = ddtp_pairs.DocLimits(),
             valid_permille: int = 15, test_permille: int = 20, ood_max_docs: int = 600,
             refresh: bool = False) -> dict:
@@ -204,9 +206,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
     parser.add_argument("--lang", default="it", help="target language, a DDTP code (default: %(default)s)")
-    parser.add_argument("--dist", default="bookworm", help="Debian release (default: %(default)s)")
-    parser.add_argument("--mirror", default=DEFAULT_MIRROR, help="Debian mirror URL (default: %(default)s)")
-    parser.add_argument("--keyring", default=DEFAULT_KEYRING, help="keyring that signs the release")
+    add_apt_options(parser)
     parser.add_argument("--min-tgt-words", type=int, default=d.min_tgt_words)
     parser.add_argument("--max-tgt-words", type=int, default=d.max_tgt_words)
     parser.add_argument("--max-src-words", type=int, default=d.max_src_words)

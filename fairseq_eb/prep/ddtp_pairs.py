@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Dict, Iterable, List, NamedTuple, Tuple
 
 from fairseq_eb.prep.common import Pair
-from fairseq_eb.prep.debian_parse import Entry, group_key, is_transitional, split_of
+from fairseq_eb.prep.debian_parse import Entry, SplitRouter, is_transitional
 
 
 class DocLimits(NamedTuple):
@@ -62,26 +62,15 @@ def build_doc_splits(pairs: Iterable[Tuple[Entry, Entry]], limits: DocLimits = D
     different translations make the target ambiguous).
     """
     stats = {"too_short_or_long": 0, "duplicate_text": 0, "group_cap": 0, "kept": 0}
-    splits: Dict[str, List[Pair]] = {"train": [], "valid": [], "test": []}
-    seen, group_sizes = set(), {}
+    router = SplitRouter(stats, limits.max_per_group, valid_permille, test_permille)
     for e, t in pairs:
         src, tgt = " ".join(e.paragraphs), " ".join(t.paragraphs)
         n_src, n_tgt = len(src.split()), len(tgt.split())
         if not (limits.min_tgt_words <= n_tgt <= limits.max_tgt_words and n_src <= limits.max_src_words):
             stats["too_short_or_long"] += 1
             continue
-        if src.lower() in seen:
-            stats["duplicate_text"] += 1
-            continue
-        seen.add(src.lower())
-        key = group_key(e)
-        group_sizes[key] = group_sizes.get(key, 0) + 1
-        if group_sizes[key] > limits.max_per_group:
-            stats["group_cap"] += 1
-            continue
-        splits[split_of(key, valid_permille, test_permille)].append((src, tgt))
-        stats["kept"] += 1
-    return splits, stats
+        router.route(src, tgt, e)
+    return router.splits, stats
 
 
 def shared_paragraph_share(splits: Dict[str, List[Pair]], split: str) -> float:

@@ -31,6 +31,7 @@ from fairseq_eb.prep.common import (
 )
 from fairseq_eb.prep.debian_parse import Limits, build_splits, parse_translation
 
+DEFAULT_DIST = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 APT_HELPER = "/usr/lib/apt/apt-helper"
@@ -186,7 +187,7 @@ def other_corpus(manifest: Optional[dict], dist: str) -> Optional[str]:
     return None if recorded == dist else f"Debian {recorded}, not {dist}"
 
 
-def prepare(out: Path, dist: str = "bookworm", mirror: str = DEFAULT_MIRROR, keyring: str = DEFAULT_KEYRING,
+def prepare(out: Path, dist: str = DEFAULT_DIST, mirror: str = DEFAULT_MIRROR, keyring: str = DEFAULT_KEYRING,
             limits: Limits = Limits(), valid_permille: int = 50, test_permille: int = 50,
             refresh: bool = False) -> dict:
     """Fetch (once) and build ``out/raw`` + ``out/manifest.json``; return the manifest."""
@@ -224,13 +225,18 @@ def prepare(out: Path, dist: str = "bookworm", mirror: str = DEFAULT_MIRROR, key
     return manifest
 
 
+def add_apt_options(parser: argparse.ArgumentParser) -> None:
+    """``--dist``, ``--mirror`` and ``--keyring``: where every Debian preparer fetches from, said once."""
+    parser.add_argument("--dist", default=DEFAULT_DIST, help="Debian release (default: %(default)s)")
+    parser.add_argument("--mirror", default=DEFAULT_MIRROR, help="Debian mirror URL (default: %(default)s)")
+    parser.add_argument("--keyring", default=DEFAULT_KEYRING, help="keyring that signs the release")
+
+
 def main(argv=None) -> None:
     d = Limits()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="output directory (created)")
-    parser.add_argument("--dist", default="bookworm", help="Debian release (default: %(default)s)")
-    parser.add_argument("--mirror", default=DEFAULT_MIRROR, help="Debian mirror URL (default: %(default)s)")
-    parser.add_argument("--keyring", default=DEFAULT_KEYRING, help="keyring that signs the release")
+    add_apt_options(parser)
     parser.add_argument("--min-src-words", type=int, default=d.min_src_words)
     parser.add_argument("--max-src-words", type=int, default=d.max_src_words)
     parser.add_argument("--min-tgt-words", type=int, default=d.min_tgt_words)

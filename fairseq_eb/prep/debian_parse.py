@@ -103,6 +103,36 @@ def split_of(key: str, valid_permille: int, test_permille: int) -> str:
     return "train"
 
 
+class SplitRouter:
+    """The de-duplication, sibling cap and hash split that both Debian builders apply after their own filters.
+
+    Why one place: the synopsis and the document datasets must agree on what a duplicate is and which split a
+    sibling family lands in. ``route`` counts into the caller's ``stats`` (keys ``duplicate_text``,
+    ``group_cap``, ``kept``), so each builder keeps its manifest's key order.
+    """
+
+    def __init__(self, stats: Dict[str, int], max_per_group: int, valid_permille: int, test_permille: int):
+        self.stats, self.max_per_group = stats, max_per_group
+        self.valid_permille, self.test_permille = valid_permille, test_permille
+        self.splits: Dict[str, List[Pair]] = {"train": [], "valid": [], "test": []}
+        self.seen_sources: set = set()
+        self.group_sizes: Dict[str, int] = {}
+
+    def route(self, src: str, tgt: str, entry: Entry) -> None:
+        """Keep ``(src, tgt)`` unless its source text was seen or its family is full (first ones kept)."""
+        if src.lower() in self.seen_sources:
+            self.stats["duplicate_text"] += 1
+            return
+        self.seen_sources.add(src.lower())
+        key = group_key(entry)
+        self.group_sizes[key] = self.group_sizes.get(key, 0) + 1
+        if self.group_sizes[key] > self.max_per_group:
+            self.stats["group_cap"] += 1
+            return
+        self.splits[split_of(key, self.valid_permille, self.test_permille)].append((src, tgt))
+        self.stats["kept"] += 1
+
+
 def build_splits(entries: Iterable[Entry], limits: Limits = Limits(), valid_permille: int = 50,
                  test_permille: int = 50) -> Tuple[Dict[str, List[Pair]], Dict[str, int]]:
     """Filter, de-duplicate and split; return ``{split: [(src, tgt), ...]}`` and drop statistics.
@@ -115,9 +145,8 @@ def build_splits(entries: Iterable[Entry], limits: Limits = Limits(), valid_perm
     """
     stats = {"entries": 0, "duplicate_package": 0, "transitional": 0, "no_description": 0,
              "too_short_or_long": 0, "duplicate_text": 0, "group_cap": 0, "kept": 0}
-    splits: Dict[str, List[Pair]] = {"train": [], "valid": [], "test": []}
-    seen_packages, seen_sources = set(), set()
-    group_sizes: Dict[str, int] = {}
+    router = SplitRouter(stats, limits.max_per_group, valid_permille, test_permille)
+    seen_packages = set()
     for entry in entries:
         stats["entries"] += 1
         if entry.package in seen_packages:
@@ -136,15 +165,5 @@ def build_splits(entries: Iterable[Entry], limits: Limits = Limits(), valid_perm
                 and limits.min_tgt_words <= n_tgt <= limits.max_tgt_words):
             stats["too_short_or_long"] += 1
             continue
-        if src.lower() in seen_sources:
-            stats["duplicate_text"] += 1
-            continue
-        seen_sources.add(src.lower())
-        key = group_key(entry)
-        group_sizes[key] = group_sizes.get(key, 0) + 1
-        if group_sizes[key] > limits.max_per_group:
-            stats["group_cap"] += 1
-            continue
-        splits[split_of(key, valid_permille, test_permille)].append((src, tgt))
-        stats["kept"] += 1
-    return splits, stats
+        router.route(src, tgt, entry)
+    return router.splits, stats
