@@ -24,12 +24,36 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from tests.fairseq_tools import write_toy_raw
 
 METHODS = ("baseline", "gp")
 LOCK_NAME = ".fairseq-eb.lock"
+
+
+@dataclass(frozen=True)
+class Aim:
+    """A kill aimed at one phase: after a seeded arming moment, the first output line matching ``pattern`` (in the
+    pipeline's output, or in the runs' train.log files with ``train_logs``) triggers the kill after a seeded delay
+    drawn from ``delay`` seconds. Why: short phases (checkpoint saving, scoring, writing results) take a few
+    percent of a run, so kills at uniform moments rarely land in them."""
+
+    pattern: str
+    delay: Tuple[float, float]
+    arm: float = 0.8  # arming moment: uniform over this fraction of the run's wall time (0 = from the start)
+    train_logs: bool = False
+
+
+AIMS = {
+    "preparation": Aim(r"^", (0.3, 6.0), arm=0.0),
+    "training": Aim(r"training -> ", (0.5, 8.0)),
+    "checkpoint saving": Aim(r"Preparing to save checkpoint", (0.0, 0.05), train_logs=True),
+    "generation": Aim(r"fairseq-generate -> ", (0.2, 3.0)),
+    "scoring": Aim(r"finished: decoding", (0.0, 0.2)),
+    "diagnosis": Aim(r"fairseq-eb-diagnose -> ", (0.2, 5.0)),
+    "writing results": Aim(r"\] (\d+)/\1 steps done", (0.0, 0.5), arm=0.0),
+}
 
 
 def make_raw(data: Path, n_train: int = 400, seed: int = 0) -> Path:
@@ -51,8 +75,10 @@ def _env() -> Dict[str, str]:
     return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
-def run(cmd: List[str], log: Path, kill_after: Optional[float] = None) -> Dict[str, object]:
-    """Run ``cmd`` in a new process group, output appended to ``log``; SIGKILL the group after ``kill_after`` s.
+def run(cmd: List[str], log: Path, kill_after: Optional[float] = None,
+        kill_when: Optional[Callable[[float], bool]] = None) -> Dict[str, object]:
+    """Run ``cmd`` in a new process group, output appended to ``log``; SIGKILL the group after ``kill_after`` s,
+    or as soon as ``kill_when(seconds since the start)`` returns True (polled every 5 ms).
 
     Returns {"rc", "killed", "wall_s", "lines": the output lines of this run}."""
     start = time.time()
@@ -60,18 +86,59 @@ def run(cmd: List[str], log: Path, kill_after: Optional[float] = None) -> Dict[s
     with open(log, "ab") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=_env())
         killed = False
-        try:
-            proc.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
+        if kill_when is None:
+            try:
+                proc.wait(timeout=kill_after)
+            except subprocess.TimeoutExpired:
+                killed = True
+        else:
+            while proc.poll() is None and not killed:
+                killed = kill_when(time.time() - start)
+                time.sleep(0.005)
+        if killed:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            killed = True
     # a killed group's grandchildren may outlive the wait by a moment: let them go before the files are read
     _wait_group_gone(proc.pid)
     with open(log, "rb") as f:
         f.seek(offset)
         lines = f.read().decode("utf-8", "replace").splitlines()
     return {"rc": proc.returncode, "killed": killed, "wall_s": time.time() - start, "lines": lines}
+
+
+class AimedKill:
+    """``kill_when`` for :func:`run`: watches the output (and train logs) for ``aim``'s pattern once armed."""
+
+    def __init__(self, aim: Aim, rng: random.Random, wall_s: float, log: Path, out: Path):
+        self.aim, self.log, self.out = aim, log, out
+        self.arm_at = rng.uniform(0, aim.arm * wall_s)
+        self.delay = rng.uniform(*aim.delay)
+        self.regex = re.compile(aim.pattern, re.M)
+        self.offsets: Dict[Path, int] = {log: log.stat().st_size if log.exists() else 0}
+        self.fire_at: Optional[float] = None
+
+    def _new_text(self, path: Path) -> str:
+        try:
+            with open(path, "rb") as f:
+                f.seek(self.offsets.get(path, 0))
+                data = f.read()
+        except FileNotFoundError:
+            return ""
+        # only complete lines count; a partial one is read again next time
+        cut = data.rfind(b"\n") + 1
+        self.offsets[path] = self.offsets.get(path, 0) + cut
+        return data[:cut].decode("utf-8", "replace")
+
+    def __call__(self, elapsed: float) -> bool:
+        if self.fire_at is not None:
+            return elapsed >= self.fire_at
+        paths = [self.log]
+        if self.aim.train_logs:
+            paths += sorted(self.out.glob("runs/*/*/*/train.log"))
+        text = "".join(self._new_text(p) for p in paths)  # read even before arming: old lines never trigger
+        if elapsed >= self.arm_at and (self.aim.pattern == "^" or self.regex.search(text)):
+            self.fire_at = elapsed + self.delay
+        return False
 
 
 def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
@@ -156,6 +223,7 @@ class Trial:
     error: str = ""
     wall_s: float = 0.0
     first_run_s: float = 0.0
+    aim: str = ""  # the phase the kill was aimed at (AIMS), "" for a kill at a uniform moment
 
 
 def reference(work: Path) -> Dict[str, object]:
@@ -175,20 +243,27 @@ def reference(work: Path) -> Dict[str, object]:
 
 
 def trial(work: Path, seed: int, ref: Dict[str, object], max_reruns: int = 4,
-          wall_s: Optional[float] = None) -> Trial:
+          wall_s: Optional[float] = None, aim: str = "") -> Trial:
     """One seeded kill, then re-runs until the pipeline finishes; every check recorded.
 
     The kill comes at a seeded fraction of ``wall_s`` (default: the uninterrupted run's wall time); on a shared
-    machine whose load changes, pass the latest uninterrupted duration so the kills still spread over the run."""
+    machine whose load changes, pass the latest uninterrupted duration so the kills still spread over the run.
+    With ``aim`` (a key of AIMS) it comes instead inside that phase, at a seeded occurrence and delay."""
     rng = random.Random(seed)
     fraction = rng.uniform(0.02, 1.0)
-    t = Trial(seed=seed, kill_fraction=round(fraction, 3),
-              kill_at_s=round(fraction * float(wall_s or ref["wall_s"]), 2))
+    wall = float(wall_s or ref["wall_s"])
+    t = Trial(seed=seed, kill_fraction=round(fraction, 3), kill_at_s=round(fraction * wall, 2), aim=aim)
     base = work / f"trial-{seed}"
     shutil.rmtree(base, ignore_errors=True)
     data, out, log = make_raw(base / "data"), base / "out", base / "log.txt"
     start = time.time()
-    first = run(pipeline(data, out), log, kill_after=t.kill_at_s)
+    if aim:
+        when = AimedKill(AIMS[aim], rng, wall, log, out)
+        first = run(pipeline(data, out), log, kill_when=when)
+        t.kill_at_s = round(float(first["wall_s"]), 2) if first["killed"] else 0.0
+        t.kill_fraction = round(t.kill_at_s / wall, 3)
+    else:
+        first = run(pipeline(data, out), log, kill_after=t.kill_at_s)
     t.killed = bool(first["killed"])
     t.first_run_s = round(float(first["wall_s"]), 1)
     t.phase = phase_of(first["lines"], out, data) if t.killed else "finished before the kill"
@@ -238,6 +313,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--wall-s", type=float, default=None,
                    help="duration the kill moments spread over (default: the cached uninterrupted run's wall time)")
     p.add_argument("--keep", action="store_true", help="keep each trial's directory (default: deleted when it passed)")
+    p.add_argument("--aim", choices=sorted(AIMS), default="",
+                   help="aim every kill at this phase (a seeded occurrence and delay) instead of a uniform moment")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     ref = reference(args.work)
@@ -245,8 +322,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     trials = []
     wall = args.wall_s or float(ref["wall_s"])
     for i in range(args.trials):
-        t = trial(args.work, args.seed + i, ref, wall_s=wall)
-        if not t.killed:  # it finished first: the machine got faster; aim the next kills at this duration
+        t = trial(args.work, args.seed + i, ref, wall_s=wall, aim=args.aim)
+        if not t.killed and not args.aim:  # it finished first: the machine got faster; aim later kills at this
             wall = t.first_run_s
         trials.append(t)
         print(json.dumps(asdict(t)), flush=True)
