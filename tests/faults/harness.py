@@ -153,7 +153,7 @@ def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
 
 def phase_of(lines: List[str], out: Path, data: Path) -> str:
     """What the pipeline was doing when killed, from its last output lines and the files being written."""
-    if list(out.rglob("*.pt.tmp")):
+    if list(out.rglob("*.pt.tmp")) or any(_saving(log) for log in out.glob("runs/*/*/*/train.log")):
         return "checkpoint saving"
     if not (data / "bin").exists() or not (out / "runs").exists() and not any("[floor]" in x for x in lines):
         return "preparation"
@@ -179,6 +179,13 @@ def phase_of(lines: List[str], out: Path, data: Path) -> str:
         if "[floor]" in line or "[recipe]" in line:
             return "training"
     return "preparation"
+
+
+def _saving(train_log: Path) -> bool:
+    """fairseq announced a checkpoint save in this log and did not report it saved (killed inside the save)."""
+    text = train_log.read_text(errors="replace")
+    start = text.rfind("Preparing to save checkpoint")
+    return start >= 0 and "Saved checkpoint" not in text[start:]
 
 
 def scores(out: Path) -> Dict[str, object]:

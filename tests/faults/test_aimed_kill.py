@@ -46,3 +46,16 @@ def test_lines_before_arming_do_not_trigger(tmp_path):
 
 def test_the_issue_phases_can_be_aimed_at():
     assert set(AIMS) >= {"preparation", "training", "checkpoint saving", "generation", "scoring", "writing results"}
+
+
+def test_a_kill_between_save_announcement_and_saved_is_checkpoint_saving(tmp_path):
+    from tests.faults.harness import phase_of
+
+    log = tmp_path / "out" / "runs" / "gp" / "default" / "seed1" / "train.log"
+    log.parent.mkdir(parents=True)
+    (tmp_path / "data" / "bin").mkdir(parents=True)
+    lines = ["[gp seed1] training -> x"]
+    log.write_text("| Preparing to save checkpoint for epoch 1 @ 4 updates\n")
+    assert phase_of(lines, tmp_path / "out", tmp_path / "data") == "checkpoint saving"
+    log.write_text(log.read_text() + "| Saved checkpoint checkpoint_1_4.pt (epoch 1 @ 4 updates)\n")
+    assert phase_of(lines, tmp_path / "out", tmp_path / "data") == "training"
