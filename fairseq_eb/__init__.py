@@ -39,6 +39,9 @@ def register() -> None:
         import fairseq_eb.tasks  # noqa: F401
 
         patches.apply("cli")
+        from fairseq_eb import crash_points
+
+        crash_points.install_checkpoint_copy()  # the kill trials' hook: inert unless FAIRSEQ_EB_CRASH_AT is set
     except BaseException:
         _REGISTERED = False
         raise

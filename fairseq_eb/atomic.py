@@ -16,6 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator, Union
 
+from fairseq_eb import crash_points
+
 PathLike = Union[str, "os.PathLike[str]"]
 TMP_SUFFIX = ".tmp"
 # write failures that are the disk's, not the program's: reported in one line with the free space
@@ -84,6 +86,7 @@ def commit(tmp: PathLike, path: PathLike) -> None:
             _fsync(fd)
         finally:
             os.close(fd)
+        crash_points.maybe_crash("rename", path)  # the kill trials' hook: inert unless FAIRSEQ_EB_CRASH_AT is set
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

@@ -39,20 +39,25 @@ class Aim:
     drawn from ``delay`` seconds. Why: short phases (checkpoint saving, scoring, writing results) take a few
     percent of a run, so kills at uniform moments rarely land in them."""
 
-    pattern: str
-    delay: Tuple[float, float]
+    pattern: str = ""
+    delay: Tuple[float, float] = (0.0, 0.0)
     arm: float = 0.8  # arming moment: uniform over this fraction of the run's wall time (0 = from the start)
     train_logs: bool = False
+    # or a crash point (fairseq_eb.crash_points): (point, file-name globs, most N), one glob and an N in 1..most
+    # drawn per trial; the whole group is killed exactly there
+    crash: Optional[Tuple[str, Tuple[str, ...], int]] = None
 
 
 AIMS = {
     "preparation": Aim(r"^", (0.3, 6.0), arm=0.0),
     "training": Aim(r"training -> ", (0.5, 8.0)),
-    "checkpoint saving": Aim(r"Preparing to save checkpoint", (0.0, 0.05), train_logs=True),
     "generation": Aim(r"fairseq-generate -> ", (0.2, 3.0)),
-    "scoring": Aim(r"finished: decoding", (0.0, 0.2)),
     "diagnosis": Aim(r"fairseq-eb-diagnose -> ", (0.2, 5.0)),
-    "writing results": Aim(r"\] (\d+)/\1 steps done", (0.0, 0.5), arm=0.0),
+    # phases of a few milliseconds: crash points
+    "checkpoint saving": Aim(crash=("checkpoint-copy", ("checkpoint_last.pt", "checkpoint_best.pt"), 3)),
+    "selection/averaging/noise": Aim(crash=("rename", ("checkpoint_avg.pt", "selection.json", "noise.json"), 2)),
+    "scoring": Aim(crash=("rename", ("score-*.json",), 12)),
+    "writing results": Aim(crash=("rename", ("results.json", "table.md", "plot.png", "curves.md"), 1)),
 }
 
 
@@ -76,15 +81,20 @@ def _env() -> Dict[str, str]:
 
 
 def run(cmd: List[str], log: Path, kill_after: Optional[float] = None,
-        kill_when: Optional[Callable[[float], bool]] = None) -> Dict[str, object]:
+        kill_when: Optional[Callable[[float], bool]] = None, crash_at: str = "") -> Dict[str, object]:
     """Run ``cmd`` in a new process group, output appended to ``log``; SIGKILL the group after ``kill_after`` s,
-    or as soon as ``kill_when(seconds since the start)`` returns True (polled every 5 ms).
+    or as soon as ``kill_when(seconds since the start)`` returns True (polled every 5 ms), or where the pipeline
+    reaches the crash point ``crash_at`` (FAIRSEQ_EB_CRASH_AT; it kills its own group).
 
     Returns {"rc", "killed", "wall_s", "lines": the output lines of this run}."""
     start = time.time()
     offset = log.stat().st_size if log.exists() else 0
+    env = _env()
+    env.pop("FAIRSEQ_EB_CRASH_AT", None)
+    if crash_at:
+        env["FAIRSEQ_EB_CRASH_AT"] = crash_at
     with open(log, "ab") as f:
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=_env())
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         killed = False
         if kill_when is None:
             try:
@@ -98,6 +108,7 @@ def run(cmd: List[str], log: Path, kill_after: Optional[float] = None,
         if killed:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        killed = killed or proc.returncode == -signal.SIGKILL
     # a killed group's grandchildren may outlive the wait by a moment: let them go before the files are read
     _wait_group_gone(proc.pid)
     with open(log, "rb") as f:
@@ -231,6 +242,7 @@ class Trial:
     wall_s: float = 0.0
     first_run_s: float = 0.0
     aim: str = ""  # the phase the kill was aimed at (AIMS), "" for a kill at a uniform moment
+    crash_at: str = ""  # the crash point of an aim that has one (FAIRSEQ_EB_CRASH_AT of the first run)
 
 
 def reference(work: Path) -> Dict[str, object]:
@@ -264,7 +276,14 @@ def trial(work: Path, seed: int, ref: Dict[str, object], max_reruns: int = 4,
     shutil.rmtree(base, ignore_errors=True)
     data, out, log = make_raw(base / "data"), base / "out", base / "log.txt"
     start = time.time()
-    if aim:
+    crash = AIMS[aim].crash if aim else None
+    if crash:
+        point, globs, most = crash
+        t.crash_at = f"{point}:{rng.choice(globs)}:{rng.randint(1, most)}"
+        first = run(pipeline(data, out), log, crash_at=t.crash_at)
+        t.kill_at_s = round(float(first["wall_s"]), 2) if first["killed"] else 0.0
+        t.kill_fraction = round(t.kill_at_s / wall, 3)
+    elif aim:
         when = AimedKill(AIMS[aim], rng, wall, log, out)
         first = run(pipeline(data, out), log, kill_when=when)
         t.kill_at_s = round(float(first["wall_s"]), 2) if first["killed"] else 0.0
