@@ -168,6 +168,11 @@ def phase_of(lines: List[str], out: Path, data: Path) -> str:
         return "checkpoint saving"
     if not (data / "bin").exists() or not (out / "runs").exists() and not any("[floor]" in x for x in lines):
         return "preparation"
+    progress = [x for x in lines if "[progress]" in x]
+    last = re.search(r"\] (\d+)/(\d+) steps", progress[-1]) if progress else None
+    runs = list(out.glob("runs/*/*/seed*"))
+    if last and last.group(1) == last.group(2) and runs and all((r / "diagnose.json").exists() for r in runs):
+        return "writing results"  # every step and every diagnosis done: only the report is left
     for line in reversed(lines):
         if "[progress]" in line:
             done = re.search(r"\] (\d+)/(\d+) steps", line)

@@ -59,3 +59,15 @@ def test_a_kill_between_save_announcement_and_saved_is_checkpoint_saving(tmp_pat
     assert phase_of(lines, tmp_path / "out", tmp_path / "data") == "checkpoint saving"
     log.write_text(log.read_text() + "| Saved checkpoint checkpoint_1_4.pt (epoch 1 @ 4 updates)\n")
     assert phase_of(lines, tmp_path / "out", tmp_path / "data") == "training"
+
+
+def test_a_kill_after_the_last_diagnosis_is_writing_results(tmp_path):
+    from tests.faults.harness import phase_of
+
+    run_dir = tmp_path / "out" / "runs" / "gp" / "default" / "seed1"
+    run_dir.mkdir(parents=True)
+    (tmp_path / "data" / "bin").mkdir(parents=True)
+    lines = ["[progress] 13/13 steps done (…)", "[gp seed1] fairseq-eb-diagnose -> x"]
+    assert phase_of(lines, tmp_path / "out", tmp_path / "data") == "diagnosis"  # diagnose.json not written yet
+    (run_dir / "diagnose.json").write_text("{}")
+    assert phase_of(lines, tmp_path / "out", tmp_path / "data") == "writing results"
