@@ -11,7 +11,7 @@
 #   tests/faults/harness.py AIMS), VENV (default .venv). One JSON line per trial, then a summary; exit 1 on a failure.
 # A trial costs about 1.5 uninterrupted runs (10-30 min each on 2 shared CPU cores; far less on an idle machine).
 set -euo pipefail
-if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [[ "${1:-}" == "-h" || "${1:-}" == "--help" ]]; then sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 PY="${VENV:-.venv}/bin/python"
