@@ -34,15 +34,13 @@ LOCK_NAME = ".fairseq-eb.lock"
 
 @dataclass(frozen=True)
 class Aim:
-    """A kill aimed at one phase: after a seeded arming moment, the first output line matching ``pattern`` (in the
-    pipeline's output, or in the runs' train.log files with ``train_logs``) triggers the kill after a seeded delay
-    drawn from ``delay`` seconds. Why: short phases (checkpoint saving, scoring, writing results) take a few
-    percent of a run, so kills at uniform moments rarely land in them."""
+    """A kill aimed at one phase: after a seeded arming moment, the first line of the pipeline's output matching
+    ``pattern`` triggers the kill after a seeded delay drawn from ``delay`` seconds. Why: short phases (checkpoint
+    saving, scoring, writing results) take a few percent of a run, so kills at uniform moments rarely land in them."""
 
     pattern: str = ""
     delay: Tuple[float, float] = (0.0, 0.0)
     arm: float = 0.8  # arming moment: uniform over this fraction of the run's wall time (0 = from the start)
-    train_logs: bool = False
     # or a crash point (fairseq_eb.crash_points): (point, file-name globs, most N), one glob and an N in 1..most
     # drawn per trial; the whole group is killed exactly there
     crash: Optional[Tuple[str, Tuple[str, ...], int]] = None
@@ -118,35 +116,29 @@ def run(cmd: List[str], log: Path, kill_after: Optional[float] = None,
 
 
 class AimedKill:
-    """``kill_when`` for :func:`run`: watches the output (and train logs) for ``aim``'s pattern once armed."""
+    """``kill_when`` for :func:`run`: watches the output for ``aim``'s pattern once armed."""
 
-    def __init__(self, aim: Aim, rng: random.Random, wall_s: float, log: Path, out: Path):
-        self.aim, self.log, self.out = aim, log, out
+    def __init__(self, aim: Aim, rng: random.Random, wall_s: float, log: Path):
+        self.aim, self.log = aim, log
         self.arm_at = rng.uniform(0, aim.arm * wall_s)
         self.delay = rng.uniform(*aim.delay)
         self.regex = re.compile(aim.pattern, re.M)
-        self.offsets: Dict[Path, int] = {log: log.stat().st_size if log.exists() else 0}
+        self.offset = log.stat().st_size if log.exists() else 0
         self.fire_at: Optional[float] = None
 
-    def _new_text(self, path: Path) -> str:
-        try:
-            with open(path, "rb") as f:
-                f.seek(self.offsets.get(path, 0))
-                data = f.read()
-        except FileNotFoundError:
-            return ""
+    def _new_text(self) -> str:
+        with open(self.log, "rb") as f:
+            f.seek(self.offset)
+            data = f.read()
         # only complete lines count; a partial one is read again next time
         cut = data.rfind(b"\n") + 1
-        self.offsets[path] = self.offsets.get(path, 0) + cut
+        self.offset += cut
         return data[:cut].decode("utf-8", "replace")
 
     def __call__(self, elapsed: float) -> bool:
         if self.fire_at is not None:
             return elapsed >= self.fire_at
-        paths = [self.log]
-        if self.aim.train_logs:
-            paths += sorted(self.out.glob("runs/*/*/*/train.log"))
-        text = "".join(self._new_text(p) for p in paths)  # read even before arming: old lines never trigger
+        text = self._new_text()  # read even before arming: old lines never trigger
         if elapsed >= self.arm_at and (self.aim.pattern == "^" or self.regex.search(text)):
             self.fire_at = elapsed + self.delay
         return False
@@ -289,7 +281,7 @@ def trial(work: Path, seed: int, ref: Dict[str, object], max_reruns: int = 4,
         t.kill_at_s = round(float(first["wall_s"]), 2) if first["killed"] else 0.0
         t.kill_fraction = round(t.kill_at_s / wall, 3)
     elif aim:
-        when = AimedKill(AIMS[aim], rng, wall, log, out)
+        when = AimedKill(AIMS[aim], rng, wall, log)
         first = run(pipeline(data, out), log, kill_when=when)
         t.kill_at_s = round(float(first["wall_s"]), 2) if first["killed"] else 0.0
         t.kill_fraction = round(t.kill_at_s / wall, 3)

@@ -16,7 +16,7 @@ SCRIPT = ("import sys, time\n"
 
 def _run(tmp_path: Path, aim: Aim, seed: int = 0):
     log = tmp_path / "log.txt"
-    when = AimedKill(aim, random.Random(seed), wall_s=4.0, log=log, out=tmp_path)
+    when = AimedKill(aim, random.Random(seed), wall_s=4.0, log=log)
     return run([sys.executable, "-c", SCRIPT], log, kill_when=when), when
 
 
@@ -38,7 +38,7 @@ def test_lines_before_arming_do_not_trigger(tmp_path):
     """Armed after the phase line was printed, the kill waits for a later occurrence (none here)."""
     aim = Aim(r"fairseq-generate -> ", (0.0, 0.1), arm=1.0)
     log = tmp_path / "log.txt"
-    when = AimedKill(aim, random.Random(0), wall_s=4.0, log=log, out=tmp_path)
+    when = AimedKill(aim, random.Random(0), wall_s=4.0, log=log)
     when.arm_at = 1.0  # after the line (printed at ~0.3 s), before the end (~3.3 s)
     result = run([sys.executable, "-c", SCRIPT], log, kill_when=when)
     assert not result["killed"] and result["rc"] == 0
