@@ -447,3 +447,56 @@ def test_translation_scores_and_an_extra_test_set_reuse_the_runs(tmp_path, capsy
     hyps, refs = read_generate_output(str(run / "generate-ood-beam1.txt"), spm_model=str(data / "spm.model"))
     assert len(hyps) == 18 and ood_results["floor"]["copy_source"]["signatures"]["bleu"].startswith("nrefs:1")
     assert "ood split" in (ood / "table.md").read_text()
+
+    # nothing lost with the disk: the runs' records restore both tables without a checkpoint (recipe/archive.py)
+    from fairseq_eb.recipe import archive
+
+    records, again = tmp_path / "records", tmp_path / "restored"
+    assert archive.main(["save", "--runs", str(out / "runs"), "--to", str(records),
+                         "--spm-model", str(data / "spm.model")]) == 0
+    assert sorted(p.relative_to(records).as_posix() for p in records.rglob("*.json.xz")) == [
+        f"{m}/default/seed{s}.json.xz" for m in ("baseline", "rr") for s in (1, 2)]
+    assert archive.main(["restore", "--from", str(records), "--runs", str(again / "runs")]) == 0
+    restored = again / "runs" / "rr" / "default" / "seed2"
+    assert archive.is_restored(restored) and not (restored / "checkpoints").exists()
+    assert read_generate_output(str(restored / "generate-ood-beam1.txt")) == (hyps, refs)
+    capsys.readouterr()
+    assert main([*args, "--out", str(again)]) == 0
+    assert main([*args, "--out", str(again / "ood"), "--test-subset", "ood", "--runs", str(again / "runs")]) == 0
+    assert "fairseq-generate" not in capsys.readouterr().out
+    for mine, theirs in ((results, json.loads((again / "results.json").read_text())),
+                         (ood_results, json.loads((again / "ood" / "results.json").read_text()))):
+        for key in ("summary", "summary_by_selection", "translation", "intervals_rouge_l", "floor"):
+            assert theirs[key] == mine[key], key
+    # a decoding the records lack needs the checkpoints: one clear line, not fairseq's traceback
+    assert main([*args[:args.index("--beams")], "--beams", "3", *args[args.index("--beams") + 3:],
+                 "--out", str(tmp_path / "beam3"), "--runs", str(again / "runs")]) == 1
+    assert "generate-beam3.txt is not in the record this run was restored from" in capsys.readouterr().err
+
+
+def test_run_records_refuse_what_they_cannot_hold(tmp_path):
+    from fairseq_eb.recipe import archive
+
+    run = tmp_path / "runs" / "baseline" / "default" / "seed1"
+    run.mkdir(parents=True)
+    with pytest.raises(archive.ArchiveError, match="not a finished run"):
+        archive.pack(run)
+    (run / "train.done").write_text("{}")
+    (run / "generate-beam1.txt").write_text("T-0\ta b\nH-0\t-0.1\ta b\nT-1\tc\nH-1\t-0.2\td e\n")
+    record = archive.save(run, tmp_path / "rec" / "seed1.json.xz")
+    archive.restore(record, tmp_path / "back")
+    assert (tmp_path / "back" / "generate-beam1.txt").read_text() == "T-0\ta b\nD-0\t0\ta b\nT-1\tc\nD-1\t0\td e\n"
+    with pytest.raises(archive.ArchiveError, match="already exists"):
+        archive.restore(record, tmp_path / "back")
+    (tmp_path / "junk.json.xz").write_bytes(b"not xz")
+    with pytest.raises(archive.ArchiveError, match="not a run record"):
+        archive.load(tmp_path / "junk.json.xz")
+
+def test_run_records_refuse_a_sentence_with_a_line_break(tmp_path, monkeypatch):
+    from fairseq_eb.recipe import archive
+
+    (tmp_path / "train.done").write_text("{}")
+    (tmp_path / "generate-beam1.txt").write_text("")
+    monkeypatch.setattr(archive, "_read", lambda path, spm: (["a\u2028b"], ["ab"]))  # a scorer's view of some file
+    with pytest.raises(archive.ArchiveError, match="line break"):
+        archive.save(tmp_path, tmp_path / "rec" / "seed1.json.xz")

@@ -19,6 +19,7 @@ from typing import Dict, List, Optional, Sequence
 
 from fairseq_eb import atomic
 from fairseq_eb.recipe import progress
+from fairseq_eb.recipe.archive import MARKER, is_restored
 from fairseq_eb.recipe.checkpoints import check_resumable
 from fairseq_eb.recipe.configs import RecipeConfig
 from fairseq_eb.recipe.logged_command import StepFailed, echo, run_logged
@@ -166,6 +167,9 @@ def finished_in_log(text: str) -> bool:
 
 def _run_training(spec: RunSpec) -> float:
     check_resumable(spec.run_dir / "checkpoints", spec.tag)
+    if spec.init_checkpoint is not None and not spec.init_checkpoint.exists():
+        raise StepFailed(f"[{spec.tag}] starts from {spec.init_checkpoint}, which does not exist (a run restored from "
+                         "a record has no checkpoints): retrain that run first")
     echo(f"[{spec.tag}] training -> {spec.run_dir / 'train.log'}")
     try:
         wall = run_logged(spec.train_command(), spec.run_dir / "train.log", spec.tag, env=_thread_env(spec.threads))
@@ -204,6 +208,7 @@ def generate(spec: RunSpec, beam: int, selection: str = "bleu") -> Path:
         progress.skipped("decodings")
         return out
     tag = f"{spec.tag} {selection}-selected beam{beam}"
+    _needs_checkpoint(spec, f"the {spec.subset} decoding {out.name}")
     echo(f"[{tag}] fairseq-generate -> {out}")
     wall = run_logged(spec.generate_command(beam, selection), out.with_suffix(".log"), tag,
                       env=_thread_env(spec.threads), stdout_path=out)
@@ -262,6 +267,7 @@ def diagnose(spec: RunSpec) -> Dict[str, object]:
     out = spec.run_dir / "diagnose"
     result_path = out / "diagnose.json"
     if not result_path.exists():
+        _needs_checkpoint(spec, "the diagnosis")
         spm = spec.data_dir / "spm.model"
         cmd = [sys.executable, "-m", "fairseq_eb.diagnose", str(spec.data_dir / "bin"), "--path", str(spec.checkpoint),
                "--out", str(out), "--subset", "valid", "--beams", "1", "--corrupt-rates", "0", str(DIAGNOSE_RATE),
@@ -341,6 +347,18 @@ def measure_noise(spec: RunSpec, chosen: Dict[str, object]) -> Optional[Dict[str
     return result
 
 
+def _saved_json(path: Path) -> Optional[Dict[str, object]]:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _needs_checkpoint(spec: RunSpec, what: str) -> None:
+    """A restored run has its recorded results only: anything else would need the checkpoints it lacks."""
+    if is_restored(spec.run_dir):
+        raise StepFailed(f"[{spec.tag}] {what} is not in the record this run was restored from "
+                         f"({spec.run_dir / MARKER}) and needs its checkpoints: delete {spec.run_dir} to retrain it, "
+                         "or leave this beam / split / selection out")
+
+
 def execute(spec: RunSpec) -> Dict[str, object]:
     """All steps of one run; returns ``{"train", "selection", "scores" (main selection), "by_selection",
     "diagnosis", "averaging", "noise"}``.
@@ -350,10 +368,14 @@ def execute(spec: RunSpec) -> Dict[str, object]:
     """
     check_settings(spec)
     record = train(spec)
-    chosen = select(spec.run_dir / "checkpoints", spec.run_dir / "train.log", prune=False)
-    averaged = average(spec)
-    noise_record = measure_noise(spec, chosen)
-    prune_intervals(spec.run_dir / "checkpoints")
+    if is_restored(spec.run_dir):  # rebuilt from a record (fairseq_eb.recipe.archive): no checkpoints to select
+        chosen, averaged, noise_record = (_saved_json(spec.run_dir / name)
+                                          for name in ("selection.json", "averaging.json", "noise.json"))
+    else:
+        chosen = select(spec.run_dir / "checkpoints", spec.run_dir / "train.log", prune=False)
+        averaged = average(spec)
+        noise_record = measure_noise(spec, chosen)
+        prune_intervals(spec.run_dir / "checkpoints")
     by_selection: Dict[str, Dict[int, Dict[str, object]]] = {}
     for selection in spec.selections:
         if selection == "avg" and not spec.cfg.average_last:
